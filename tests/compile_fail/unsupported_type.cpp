@@ -1,7 +1,7 @@
 // Compiled by the compile_fail_* tests (tests/CMakeLists.txt), which expect each case to fail
 // with the library's static_assert message, and case 0 to compile.
 
-#include <cacheserialize/serializer.hpp>
+#include <cacheserialize/cache_key.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,5 +36,8 @@ int main() {
   return static_cast<int>(cacheserialize::encode_value(1.0L).size());
 #elif CASE == 5  // decoding into a non-owning string
   return static_cast<int>(cacheserialize::decode_value<std::string_view>("").size());
+#elif CASE == 6  // a cache key over an input without a serializer
+  const cacheserialize::CacheKey key({"t", ""}, "1", NotSerializable{});
+  return static_cast<int>(key.encoded().size());
 #endif
 }
