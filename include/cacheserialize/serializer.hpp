@@ -277,15 +277,17 @@ class DepthGuard {
 
 /// Whether values of T can be written (as an input of a cache key or an output kept as bytes).
 template <class T>
-inline constexpr bool is_encodable_v = detail::has_encode<std::remove_cv_t<T>>&&
-                                           detail::elements_encodable<std::remove_cv_t<T>>::value &&
-                                       !std::is_same_v<std::remove_cv_t<T>, long double>;
+inline constexpr bool is_encodable_v =
+    std::conjunction_v<std::negation<std::is_same<std::remove_cv_t<T>, long double>>,
+                       detail::has_encode_impl<std::remove_cv_t<T>>,
+                       detail::elements_encodable<std::remove_cv_t<T>>>;
 
 /// Whether values of T can be read back (needed for outputs kept as bytes).
 template <class T>
-inline constexpr bool is_decodable_v = detail::has_decode<std::remove_cv_t<T>>&&
-                                           detail::elements_decodable<std::remove_cv_t<T>>::value &&
-                                       !std::is_same_v<std::remove_cv_t<T>, long double>;
+inline constexpr bool is_decodable_v =
+    std::conjunction_v<std::negation<std::is_same<std::remove_cv_t<T>, long double>>,
+                       detail::has_decode_impl<std::remove_cv_t<T>>,
+                       detail::elements_decodable<std::remove_cv_t<T>>>;
 
 /// Appends values in the library's format to a string. A user's `serializer<T>::encode`
 /// receives one and calls `write()` for each field.
@@ -311,6 +313,9 @@ class Writer {
   ///         encoded (a null `const char*`). The output is then left incomplete.
   template <class T>
   void write(const T& value);
+
+  // Primitives for user serializers. Each writes its own tag, so each value is self-delimiting
+  // and the reader can tell a wrong field from a right one.
 
   void write_bool(bool value) {
     put_tag(detail::Tag::boolean);
@@ -447,6 +452,9 @@ class Reader {
   /// @throws codec_error when the bytes are not a T.
   template <class T>
   T read();
+
+  // Counterparts of the Writer's primitives. Each checks the tag and the bytes left, and throws
+  // codec_error on a mismatch or truncation.
 
   bool read_bool() { return read_flag(detail::Tag::boolean); }
   std::int64_t read_int() {
