@@ -16,14 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "point.hpp"
+
 namespace cs = cacheserialize;
 
 namespace {
 
-struct Point {
-  int x = 0;
-  int y = 0;
-};
+using test::Point;
 
 enum class Color : unsigned char { red = 1, green = 2 };
 
@@ -40,15 +39,6 @@ double nan_with_payload(std::uint64_t payload, bool negative) {
 }
 
 }  // namespace
-
-template <>
-struct cacheserialize::serializer<Point> {
-  static constexpr const char* name = "Point";
-  static void encode(Writer& w, const Point& p) {
-    w.write(p.x);
-    w.write(p.y);
-  }
-};
 
 // Each digest below is printed by tests/golden/make_key_vectors.py, which builds the same key
 // bytes independently with Python's struct.pack. Equal digests prove that keys are the same

@@ -1,5 +1,4 @@
 #include <cacheserialize/errors.hpp>
-
 #include <catch2/catch.hpp>
 #include <type_traits>
 

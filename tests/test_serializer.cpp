@@ -19,15 +19,13 @@
 #include <utility>
 #include <vector>
 
+#include "point.hpp"
+
 namespace cs = cacheserialize;
 
 namespace {
 
-struct Point {
-  int x = 0;
-  int y = 0;
-  bool operator==(const Point& o) const { return x == o.x && y == o.y; }
-};
+using test::Point;
 
 // A recursive user type: the only way values nest without bound.
 struct Tree {
@@ -104,21 +102,6 @@ Tree chain(int depth) {
 }
 
 }  // namespace
-
-template <>
-struct cacheserialize::serializer<Point> {
-  static constexpr const char* name = "Point";
-  static void encode(Writer& w, const Point& p) {
-    w.write(p.x);
-    w.write(p.y);
-  }
-  static Point decode(Reader& r) {
-    Point p;
-    p.x = r.read<int>();
-    p.y = r.read<int>();
-    return p;
-  }
-};
 
 template <>
 struct cacheserialize::serializer<Tree> {

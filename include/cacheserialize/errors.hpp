@@ -36,7 +36,8 @@ class error : public std::exception {
 
  protected:
   error(const std::string& message, std::string key)
-      : message_(compose(message, key)), key_(std::make_shared<const std::string>(std::move(key))) {}
+      : message_(compose(message, key)),
+        key_(std::make_shared<const std::string>(std::move(key))) {}
 
  private:
   static std::string compose(const std::string& message, const std::string& key) {

@@ -1,0 +1,184 @@
+#pragma once
+
+// The heartbeat: one background thread per manager that extends every reservation the manager
+// holds, each at its own interval. Modelled on a periodic worker: it sleeps on the manager's
+// clock (so a fake clock drives it in tests) until the earliest due extension, a new lease that
+// is due sooner, or stop.
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "../cache_key.hpp"
+#include "../events.hpp"
+#include "../signal.hpp"
+#include "../storage.hpp"
+#include "../time.hpp"
+#include "counters.hpp"
+
+namespace cacheserialize {
+namespace detail {
+
+/// One held reservation, as the heartbeat sees it.
+struct Lease {
+  Lease(Key k, Reservation r, Duration i, Duration t)
+      : key(std::move(k)),
+        reservation(std::move(r)),
+        interval(i),
+        ttl(t),
+        expires_at(to_unix_nanos(reservation.expires_at)) {}
+
+  const Key key;
+  const Reservation reservation;  // owner and token never change; expiry is `expires_at`
+  const Duration interval;
+  const Duration ttl;
+  std::atomic<std::int64_t> expires_at;  // latest expiry, nanoseconds since the epoch
+  std::atomic<bool> lost{false};         // an extension found another owner (or none)
+  std::atomic<bool> removed{false};      // the holder is done: results about it are moot
+
+  // Scheduling, guarded by the heartbeat's mutex.
+  bool scheduled = false;
+  std::multimap<TimePoint, std::shared_ptr<Lease>>::iterator where;
+};
+
+/// @tparam Core the manager's shared state: `storage`, `clock`, `counters`, `emit(const Event&)`.
+///
+/// Lifetime: the destructor stops the thread, wakes it and joins it; an extension in progress
+/// finishes first. Leases still registered are simply no longer extended. Non-copyable.
+template <class Core>
+class Heartbeat {
+ public:
+  explicit Heartbeat(Core& core) : core_(core) {}
+  Heartbeat(const Heartbeat&) = delete;
+  Heartbeat& operator=(const Heartbeat&) = delete;
+
+  ~Heartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify();
+    if (!thread_.joinable()) return;
+    // Only a listener running on the heartbeat thread could drop the last manager handle; a
+    // thread cannot join itself, so it is let go and exits at the top of its loop.
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+  }
+
+  /// Starts extending a reservation acquired at `acquired_at`; the first extension is due one
+  /// interval after it. Starts the thread on first use.
+  /// @throws std::system_error if the thread cannot be started (the lease is then not added).
+  std::shared_ptr<Lease> add(const Key& key, const Reservation& r, Duration interval, Duration ttl,
+                             TimePoint acquired_at) {
+    auto lease = std::make_shared<Lease>(key, r, interval, ttl);
+    const TimePoint due = saturating_add(acquired_at, interval);
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+      lease->where = schedule_.emplace(due, lease);
+      lease->scheduled = true;
+      wake = due < sleeping_until_;
+    }
+    if (wake) wake_.notify();
+    return lease;
+  }
+
+  /// Stops extending `lease`. Call it before releasing the reservation, so that a failed
+  /// extension caused by that release is not reported as a loss.
+  void remove(Lease& lease) {
+    lease.removed.store(true);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (lease.scheduled) {
+      schedule_.erase(lease.where);
+      lease.scheduled = false;
+    }
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      const TimePoint now = core_.clock.now();
+      if (!schedule_.empty() && schedule_.begin()->first <= now) {
+        std::vector<std::shared_ptr<Lease>> due;
+        while (!schedule_.empty() && schedule_.begin()->first <= now) {
+          due.push_back(std::move(schedule_.begin()->second));
+          due.back()->scheduled = false;
+          schedule_.erase(schedule_.begin());
+        }
+        lock.unlock();  // storage calls may be slow: never hold the schedule across them
+        for (const auto& lease : due) beat(*lease);
+        lock.lock();
+        for (auto& lease : due) {
+          if (lease->removed.load() || lease->lost.load()) continue;
+          lease->where = schedule_.emplace(saturating_add(now, lease->interval), lease);
+          lease->scheduled = true;
+        }
+        continue;
+      }
+      sleeping_until_ = schedule_.empty() ? TimePoint::max() : schedule_.begin()->first;
+      wake_.reset();
+      lock.unlock();
+      core_.clock.wait_until(wake_, sleeping_until_);
+      lock.lock();
+      sleeping_until_ = TimePoint::min();  // awake: a new lease is seen at the top of the loop
+    }
+  }
+
+  void beat(Lease& lease) {
+    if (lease.removed.load()) return;
+    const TimePoint now = core_.clock.now();
+    Event e;
+    e.key = &lease.key;
+    e.owner = lease.reservation.owner;
+    e.token = lease.reservation.token;
+    std::string why;
+    try {
+      const ExtendResult r = core_.storage.extend(lease.key, lease.reservation, now, lease.ttl);
+      if (r.status == ExtendStatus::extended) {
+        lease.expires_at.store(to_unix_nanos(r.current.expires_at));
+        Counters::bump(core_.counters.heartbeats);
+        return;
+      }
+      // A failure caused by the holder's own release is not a loss: it removed the lease first.
+      if (lease.removed.load() || lease.lost.exchange(true)) return;
+      Counters::bump(core_.counters.lost);
+      e.kind = EventKind::lost;
+      e.holder = r.current.owner;
+      e.detail = r.current.owner.empty() ? "the reservation is gone"
+                                         : "the reservation belongs to another owner";
+      core_.emit(e);
+      return;
+    } catch (const std::exception& ex) {
+      why = ex.what();
+    } catch (...) {
+      why = "unknown exception";
+    }
+    Counters::bump(core_.counters.heartbeat_failures);
+    e.kind = EventKind::heartbeat_failed;
+    e.detail = why;
+    core_.emit(e);
+  }
+
+  Core& core_;
+  std::mutex mu_;  // guards everything below; never held across storage or listener calls
+  std::multimap<TimePoint, std::shared_ptr<Lease>> schedule_;
+  TimePoint sleeping_until_ = TimePoint::min();
+  bool stop_ = false;
+  Signal wake_;
+  std::thread thread_;
+};
+
+}  // namespace detail
+}  // namespace cacheserialize

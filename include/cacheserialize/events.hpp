@@ -1,0 +1,95 @@
+#pragma once
+
+/// @file events.hpp
+/// Observability: what happened to a call (events, delivered to a listener as it happens) and
+/// how often (counters, read as a snapshot). An engine uses the `waiting` event to show *who* a
+/// task is waiting for and until when.
+
+#include <cstdint>
+#include <functional>
+#include <string_view>
+
+#include "cache_key.hpp"
+#include "time.hpp"
+
+namespace cacheserialize {
+
+enum class EventKind {
+  hit,               ///< a stored output was returned
+  acquired,          ///< the call took the reservation and will run the function
+  waiting,           ///< another owner holds the reservation: the call waits (again, when the
+                     ///< holder changed)
+  woke,              ///< the call stopped waiting: it found an output or took the reservation
+  took_over,         ///< the call took over an expired reservation of another owner
+  released,          ///< the holder stored the output and released the reservation
+  failed,            ///< the holder released the reservation without an output (it threw)
+  lost,              ///< the holder's reservation was found taken by another owner, or its store
+                     ///< was rejected by fencing
+  heartbeat_failed,  ///< an extension could not reach the storage; it is retried
+  store_failed,      ///< the output could not be encoded or stored; the caller still gets it
+  corrupt_output,    ///< a storage found a damaged or foreign output and treated it as a miss
+};
+
+/// @return the event kind's name, e.g. "took_over".
+inline const char* to_string(EventKind k) noexcept {
+  switch (k) {
+    case EventKind::hit:
+      return "hit";
+    case EventKind::acquired:
+      return "acquired";
+    case EventKind::waiting:
+      return "waiting";
+    case EventKind::woke:
+      return "woke";
+    case EventKind::took_over:
+      return "took_over";
+    case EventKind::released:
+      return "released";
+    case EventKind::failed:
+      return "failed";
+    case EventKind::lost:
+      return "lost";
+    case EventKind::heartbeat_failed:
+      return "heartbeat_failed";
+    case EventKind::store_failed:
+      return "store_failed";
+    case EventKind::corrupt_output:
+      return "corrupt_output";
+  }
+  return "unknown";
+}
+
+/// One event. The views and the key are valid only during the listener call: copy what you keep.
+struct Event {
+  EventKind kind = EventKind::hit;
+  const Key* key = nullptr;  ///< the key concerned; never null
+  std::string_view owner;    ///< this call's owner id; empty for hits
+  /// waiting: the holder waited on; took_over: the expired holder replaced; lost: the new holder
+  /// when known.
+  std::string_view holder;
+  std::uint64_t token = 0;  ///< the fencing token of `owner`'s reservation, or of `holder`'s
+  TimePoint expires_at{};   ///< acquired: ours; waiting: the holder's
+  std::string_view detail;  ///< failures: the reason; woke: "output" or "acquired"
+};
+
+/// Receives events synchronously, on the thread where they happen (a calling thread, or the
+/// heartbeat thread for `lost` and `heartbeat_failed`), so it must be thread-safe and quick.
+/// Exceptions it throws are swallowed: a listener cannot break the protocol.
+using Listener = std::function<void(const Event&)>;
+
+/// A snapshot of a manager's counters. Each counts calls or operations since the manager was
+/// created.
+struct Stats {
+  std::uint64_t hits = 0;        ///< calls answered from the cache
+  std::uint64_t misses = 0;      ///< calls that found no output on their first look
+  std::uint64_t executions = 0;  ///< reservations acquired to run the function
+  std::uint64_t waits = 0;       ///< calls that waited for another holder at least once
+  std::uint64_t takeovers = 0;   ///< acquisitions over another owner's expired reservation
+  std::uint64_t failures = 0;    ///< holders that released without an output
+  std::uint64_t lost = 0;        ///< reservations found lost by a heartbeat or a rejected store
+  std::uint64_t heartbeats = 0;  ///< successful extensions
+  std::uint64_t heartbeat_failures = 0;  ///< extensions that could not reach the storage
+  std::uint64_t store_failures = 0;      ///< outputs that could not be encoded or stored
+};
+
+}  // namespace cacheserialize

@@ -1,0 +1,494 @@
+#pragma once
+
+/// @file reservation.hpp
+/// `ReservationManager`: the reservation protocol over a clock and a storage policy, with one
+/// heartbeat thread that keeps every reservation it holds alive. `serialize_cached` is built on
+/// it; an engine that runs tasks itself can use it directly:
+///
+///     auto claim = manager.claim(key, options);   // hit, or wait, or take the reservation
+///     if (claim.is_hit()) return decode(claim.output());
+///     auto& hold = claim.hold();                   // heartbeated until stored or released
+///     hold.store(encode(run_task()));              // fenced: rejected if the hold was lost
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "cache_key.hpp"
+#include "clock.hpp"
+#include "detail/counters.hpp"
+#include "detail/heartbeat.hpp"
+#include "detail/owner_id.hpp"
+#include "errors.hpp"
+#include "events.hpp"
+#include "options.hpp"
+#include "signal.hpp"
+#include "storage.hpp"
+#include "storage/memory.hpp"
+
+namespace cacheserialize {
+
+template <class Clock, class Storage>
+class ReservationManager;
+
+namespace detail {
+
+/// A manager's shared state. Member order matters: the heartbeat is destroyed (joined) first,
+/// so it never outlives the storage, clock or counters it uses.
+template <class Clock, class Storage>
+struct ManagerCore {
+  ManagerCore(Storage s, Clock c, ManagerOptions o)
+      : storage(std::move(s)), clock(std::move(c)), options(std::move(o)) {}
+
+  void emit(const Event& e) const noexcept {
+    if (!options.listener) return;
+    try {
+      options.listener(e);
+    } catch (...) {  // a listener cannot break the protocol
+    }
+  }
+
+  Storage storage;
+  Clock clock;
+  const ManagerOptions options;
+  Counters counters;
+  Heartbeat<ManagerCore> heartbeat{*this};
+};
+
+/// "cacheserialize: reason [key]" -> "reason", to nest one error's message in another's.
+inline std::string reason_of(const std::exception& e) {
+  std::string s = e.what();
+  const std::string prefix = "cacheserialize: ";
+  if (s.compare(0, prefix.size(), prefix) == 0) s.erase(0, prefix.size());
+  return s;
+}
+
+}  // namespace detail
+
+/// A reservation this process holds: extended by the manager's heartbeat until it is stored,
+/// released, or destroyed (which releases it). Movable, not copyable.
+///
+/// Thread safety: one thread uses a hold at a time; `lost()` may be read from any thread.
+template <class Clock, class Storage>
+class Hold {
+ public:
+  Hold(Hold&&) noexcept = default;
+  Hold& operator=(Hold&& other) noexcept {
+    if (this != &other) {
+      abandon();
+      core_ = std::move(other.core_);
+      lease_ = std::move(other.lease_);
+      took_over_ = other.took_over_;
+    }
+    return *this;
+  }
+  Hold(const Hold&) = delete;
+  Hold& operator=(const Hold&) = delete;
+
+  /// Releases the reservation if it is still held, as `release()` does, swallowing errors: the
+  /// reservation then expires on its own.
+  ~Hold() { abandon(); }
+
+  /// @return whether the reservation is still this hold's to store or release.
+  bool active() const noexcept { return lease_ != nullptr; }
+
+  /// @return the key held.
+  const Key& key() const noexcept { return lease_->key; }
+
+  /// @return the reservation, with the expiry of its latest extension.
+  Reservation reservation() const {
+    Reservation r = lease_->reservation;
+    r.expires_at = from_unix_nanos(lease_->expires_at.load());
+    return r;
+  }
+
+  /// @return whether a heartbeat found the reservation taken by another owner. The function may
+  ///         still finish; its output will then not be stored over the new holder's.
+  bool lost() const noexcept { return lease_ && lease_->lost.load(); }
+
+  /// @return whether this reservation replaced another owner's expired one.
+  bool took_over() const noexcept { return took_over_; }
+
+  /// Stores `output` and releases the reservation in one atomic step, if it is still ours
+  /// (fencing token). Either way the hold is finished.
+  /// @return stored, or rejected when another owner holds the key now (a `lost` event fires).
+  /// @throws storage_error if the storage fails; the hold is then finished too, after one
+  ///         attempt to release the reservation so that waiters need not sit out its expiry.
+  StoreStatus store(StoredOutput output) {
+    const std::shared_ptr<detail::Lease> lease = finish();
+    Core& core = *core_;
+    StoreResult r;
+    try {
+      r = core.storage.store_and_release(lease->key, lease->reservation, std::move(output),
+                                         core.clock.now());
+    } catch (...) {
+      try {
+        core.storage.release(lease->key, lease->reservation);
+      } catch (...) {  // it expires on its own
+      }
+      throw;
+    }
+    Event e = event(*lease, EventKind::released);
+    if (r.status == StoreStatus::stored) {
+      core.emit(e);
+      return r.status;
+    }
+    if (lease->lost.exchange(true)) return r.status;  // the heartbeat already reported it
+    detail::Counters::bump(core.counters.lost);
+    e.kind = EventKind::lost;
+    e.holder = r.current.owner;
+    e.detail = "the store was rejected: the reservation is no longer ours (fencing token)";
+    core.emit(e);
+    return r.status;
+  }
+
+  /// Encodes and stores an output, best effort: a cache that cannot store must not cost the
+  /// caller its value. If `make_output()` or the store throws, the failure is reported (a
+  /// `store_failed` event and counter) and the reservation released.
+  /// @return whether the output was stored.
+  template <class MakeOutput>
+  bool try_store(MakeOutput&& make_output) noexcept {
+    if (!lease_) return false;
+    const std::shared_ptr<detail::Lease> lease = lease_;  // for the report, if it comes to that
+    std::string why;
+    try {
+      StoredOutput out = std::forward<MakeOutput>(make_output)();
+      return store(std::move(out)) == StoreStatus::stored;
+    } catch (const std::exception& ex) {
+      why = detail::reason_of(ex);
+    } catch (...) {
+      why = "unknown exception";
+    }
+    detail::Counters::bump(core_->counters.store_failures);
+    Event e = event(*lease, EventKind::store_failed);
+    e.detail = why;
+    core_->emit(e);
+    abandon();  // encoding failed: the reservation is still ours to give back
+    return false;
+  }
+
+  /// Releases the reservation without an output (the work failed), so that a waiter takes over
+  /// at once instead of at expiry.
+  /// @return what the storage found; releasing a reservation that is gone or not ours is a
+  ///         harmless no-op.
+  /// @throws storage_error if the storage fails; the reservation then expires on its own.
+  ReleaseStatus release() {
+    const std::shared_ptr<detail::Lease> lease = finish();
+    Core& core = *core_;
+    detail::Counters::bump(core.counters.failures);
+    const ReleaseStatus status = core.storage.release(lease->key, lease->reservation);
+    Event e = event(*lease, EventKind::failed);
+    e.detail = to_string(status);
+    core.emit(e);
+    return status;
+  }
+
+ private:
+  using Core = detail::ManagerCore<Clock, Storage>;
+  friend class ReservationManager<Clock, Storage>;
+
+  Hold(std::shared_ptr<Core> core, std::shared_ptr<detail::Lease> lease, bool took_over)
+      : core_(std::move(core)), lease_(std::move(lease)), took_over_(took_over) {}
+
+  // Ends heartbeating and hands the lease to the caller, leaving the hold inactive.
+  std::shared_ptr<detail::Lease> finish() {
+    if (!lease_) {
+      throw std::logic_error(
+          "cacheserialize::Hold: the reservation was already stored or released");
+    }
+    core_->heartbeat.remove(*lease_);
+    return std::move(lease_);
+  }
+
+  void abandon() noexcept {
+    if (!lease_) return;
+    try {
+      release();
+    } catch (...) {  // it expires on its own
+    }
+  }
+
+  static Event event(const detail::Lease& lease, EventKind kind) {
+    Event e;
+    e.kind = kind;
+    e.key = &lease.key;
+    e.owner = lease.reservation.owner;
+    e.token = lease.reservation.token;
+    e.expires_at = from_unix_nanos(lease.expires_at.load());
+    return e;
+  }
+
+  std::shared_ptr<Core> core_;
+  std::shared_ptr<detail::Lease> lease_;
+  bool took_over_ = false;
+};
+
+/// The outcome of `ReservationManager::claim`: a stored output, or a hold on the reservation.
+template <class Clock, class Storage>
+class Claim {
+ public:
+  /// @return whether an output was found (and no reservation taken).
+  bool is_hit() const noexcept { return !hold_; }
+  /// @return whether the call waited for another holder first.
+  bool waited() const noexcept { return waited_; }
+  /// @return the stored output. Precondition: `is_hit()`.
+  StoredOutput& output() noexcept { return output_; }
+  /// @return the hold. Precondition: `!is_hit()`.
+  Hold<Clock, Storage>& hold() noexcept { return *hold_; }
+
+ private:
+  friend class ReservationManager<Clock, Storage>;
+  Claim(StoredOutput output, bool waited) : output_(std::move(output)), waited_(waited) {}
+  Claim(Hold<Clock, Storage> hold, bool waited) : hold_(std::move(hold)), waited_(waited) {}
+
+  StoredOutput output_;
+  std::optional<Hold<Clock, Storage>> hold_;
+  bool waited_ = false;
+};
+
+/// Runs the reservation protocol over a clock and a storage policy.
+///
+/// @tparam Clock   a clock policy (clock.hpp): `SystemClock`, or `ManualClock` in tests.
+/// @tparam Storage a storage policy (storage.hpp): `InMemoryStorage`, or a shared store.
+///
+/// Owner ids are unique per process and per call ("host:pid:random:counter"). A reservation
+/// expires `heartbeat_interval x grace_multiplier` after its last extension; the manager's single
+/// heartbeat thread, started on first acquisition, extends each held reservation every
+/// `heartbeat_interval`.
+///
+/// A handle: copies share one state (storage, clock, counters, heartbeat thread); the heartbeat
+/// thread is stopped and joined when the last copy, and the last hold, are gone.
+///
+/// Thread safety: every member may be called concurrently.
+template <class Clock = SystemClock, class Storage = InMemoryStorage>
+class ReservationManager {
+  static_assert(check_clock<Clock>(), "");
+  static_assert(check_storage<Storage>(), "");
+
+ public:
+  using clock_type = Clock;
+  using storage_type = Storage;
+  using hold_type = Hold<Clock, Storage>;
+  using claim_type = Claim<Clock, Storage>;
+
+  /// @param storage the store (a handle: the manager keeps a copy, so the store outlives it).
+  /// @param clock   the clock (a handle too).
+  /// @param options defaults for reservations, and the listener.
+  /// @throws std::invalid_argument for a non-positive heartbeat interval or a grace multiplier
+  ///         below 1.
+  explicit ReservationManager(Storage storage = Storage(), Clock clock = Clock(),
+                              ManagerOptions options = {})
+      : core_(make_core(std::move(storage), std::move(clock), std::move(options))) {}
+
+  /// @name Accessors
+  /// @{
+  Storage& storage() const noexcept { return core_->storage; }
+  const Clock& clock() const noexcept { return core_->clock; }
+  const ManagerOptions& options() const noexcept { return core_->options; }
+  /// @return a snapshot of the counters.
+  Stats stats() const noexcept { return core_->counters.snapshot(); }
+  /// @}
+
+  /// @return a new owner id, unique in this process and across processes.
+  static std::string new_owner_id() { return detail::new_owner_id(); }
+
+  /// Looks `key` up without reserving anything; counts a hit or a miss.
+  std::optional<StoredOutput> lookup(const Key& key) const {
+    Core& core = *core_;
+    std::optional<StoredOutput> out = core.storage.get(key);
+    if (out) {
+      note_hit(key);
+    } else {
+      core.counters.misses.add();
+    }
+    return out;
+  }
+
+  /// Stores `output` for `key` without a reservation (cache-only tasks).
+  void put(const Key& key, StoredOutput output) const {
+    core_->storage.put(key, std::move(output));
+  }
+
+  /// Returns the stored output of `key`, or takes its reservation, waiting while another owner
+  /// holds a live one:
+  /// - output stored (and not `options.overwrite`): a hit;
+  /// - no reservation, or an expired one: it becomes this call's (heartbeated) hold;
+  /// - a live reservation of another owner: wait until the storage signals a store or release
+  ///   (or, for storages that cannot, the next poll) or the holder's expiry, then try again.
+  ///
+  /// @throws timeout_error   after `options.wait_timeout` of waiting (naming the holder).
+  /// @throws cancelled_error when `options.cancel` is cancelled while waiting.
+  /// @throws std::invalid_argument for invalid options.
+  /// @throws storage_error   (or the storage's own exceptions) when the storage fails.
+  claim_type claim(const Key& key, const ClaimOptions& options = {}) const {
+    detail::validate("cacheserialize::ReservationManager::claim", options);
+    if (storage_traits<Storage>::probe_before_acquire && !options.overwrite) {
+      if (std::optional<StoredOutput> out = lookup(key)) return claim_type(std::move(*out), false);
+    }
+    return acquire_or_wait(key, options);
+  }
+
+ private:
+  using Core = detail::ManagerCore<Clock, Storage>;
+
+  static std::shared_ptr<Core> make_core(Storage storage, Clock clock, ManagerOptions options) {
+    detail::validate("cacheserialize::ReservationManager", options);
+    return std::make_shared<Core>(std::move(storage), std::move(clock), std::move(options));
+  }
+
+  void note_hit(const Key& key) const {
+    Core& core = *core_;
+    core.counters.hits.add();
+    if (core.options.listener) {
+      Event e;
+      e.kind = EventKind::hit;
+      e.key = &key;
+      core.emit(e);
+    }
+  }
+
+  claim_type acquire_or_wait(const Key& key, const ClaimOptions& options) const {
+    Core& core = *core_;
+    const Duration interval = options.heartbeat_interval.value_or(core.options.heartbeat_interval);
+    const Duration ttl =
+        detail::reservation_ttl("cacheserialize::ReservationManager::claim", interval,
+                                options.grace_multiplier.value_or(core.options.grace_multiplier));
+    const std::string owner = new_owner_id();
+    const TimePoint start = core.clock.now();
+    const TimePoint give_up = options.wait_timeout
+                                  ? detail::saturating_add(start, *options.wait_timeout)
+                                  : TimePoint::max();
+
+    Signal signal;  // raised by the storage (store/release) and by cancellation
+    Subscription subscription;
+    CancellationToken::Registration cancel_registration;
+    bool registered = false;
+    bool waited = false;
+    Reservation waited_on;  // the holder last reported through a `waiting` event
+
+    for (;;) {
+      signal.reset();
+      const TimePoint now = core.clock.now();
+      AcquireResult r =
+          core.storage.acquire(key, AcquireRequest{owner, now, ttl, options.overwrite});
+      switch (r.status) {
+        case AcquireStatus::hit:
+          if (waited) emit_woke(key, owner, "output");
+          note_hit(key);
+          return claim_type(std::move(r.output), waited);
+        case AcquireStatus::acquired:
+          return take(key, std::move(r), interval, ttl, now, waited);
+        case AcquireStatus::held:
+          break;
+      }
+      // Another owner holds the key. Subscribe before sleeping, then look again, so that a
+      // release between the look and the subscription is not missed.
+      if (!registered) {
+        registered = true;
+        if constexpr (storage_traits<Storage>::notifies) {
+          subscription = core.storage.subscribe(key, signal);
+        }
+        cancel_registration = options.cancel.subscribe(signal);
+        if (!options.cancel.cancelled()) continue;
+      }
+      if (!waited) {
+        waited = true;
+        detail::Counters::bump(core.counters.waits);
+      }
+      if (r.reservation.owner != waited_on.owner || r.reservation.token != waited_on.token) {
+        waited_on = r.reservation;
+        emit_waiting(key, owner, r.reservation);
+      }
+      if (options.cancel.cancelled()) {
+        throw cancelled_error("cancelled while waiting for holder " + r.reservation.owner,
+                              key.describe());
+      }
+      if (now >= give_up) {
+        throw timeout_error("gave up waiting after " + format_duration(*options.wait_timeout) +
+                                ": still held by " + r.reservation.owner + " until " +
+                                format_time(r.reservation.expires_at),
+                            key.describe(), r.reservation.owner, r.reservation.expires_at);
+      }
+      core.clock.wait_until(signal, wake_time(now, r.remaining, give_up, options.poll_interval));
+    }
+  }
+
+  // When a waiter next looks: at the holder's expiry (a takeover is then possible), the give-up
+  // time, or, for storages that cannot notify, the next jittered poll. A storage that reports a
+  // live holder with no time left is polled rather than spun on.
+  static TimePoint wake_time(TimePoint now, Duration remaining, TimePoint give_up, Duration poll) {
+    const std::uint64_t r = detail::jitter_random() % 401;  // 0..400 -> 0.8..1.2 x poll
+    const Duration jittered = poll * 8 / 10 + poll * static_cast<Duration::rep>(r) / 2000;
+    TimePoint wake = detail::saturating_add(now, remaining.count() > 0 ? remaining : jittered);
+    if (!storage_traits<Storage>::notifies)
+      wake = std::min(wake, detail::saturating_add(now, jittered));
+    return std::min(wake, give_up);
+  }
+
+  claim_type take(const Key& key, AcquireResult r, Duration interval, Duration ttl, TimePoint now,
+                  bool waited) const {
+    Core& core = *core_;
+    std::shared_ptr<detail::Lease> lease;
+    try {
+      lease = core.heartbeat.add(key, r.reservation, interval, ttl, now);
+    } catch (...) {  // no heartbeat, no hold: give the reservation back at once
+      try {
+        core.storage.release(key, r.reservation);
+      } catch (...) {
+      }
+      throw;
+    }
+    detail::Counters::bump(core.counters.executions);
+    if (core.options.listener) {
+      Event e;
+      e.key = &key;
+      e.owner = r.reservation.owner;
+      e.token = r.reservation.token;
+      e.expires_at = r.reservation.expires_at;
+      if (r.previous) {
+        e.kind = EventKind::took_over;
+        e.holder = r.previous->owner;
+        core.emit(e);
+        e.holder = {};
+      }
+      if (waited) {
+        e.kind = EventKind::woke;
+        e.detail = "acquired";
+        core.emit(e);
+        e.detail = {};
+      }
+      e.kind = EventKind::acquired;
+      core.emit(e);
+    }
+    if (r.previous) detail::Counters::bump(core.counters.takeovers);
+    return claim_type(hold_type(core_, std::move(lease), r.previous.has_value()), waited);
+  }
+
+  void emit_waiting(const Key& key, const std::string& owner, const Reservation& holder) const {
+    Event e;
+    e.kind = EventKind::waiting;
+    e.key = &key;
+    e.owner = owner;
+    e.holder = holder.owner;
+    e.token = holder.token;
+    e.expires_at = holder.expires_at;
+    core_->emit(e);
+  }
+
+  void emit_woke(const Key& key, const std::string& owner, const char* why) const {
+    Event e;
+    e.kind = EventKind::woke;
+    e.key = &key;
+    e.owner = owner;
+    e.detail = why;
+    core_->emit(e);
+  }
+
+  std::shared_ptr<Core> core_;
+};
+
+}  // namespace cacheserialize

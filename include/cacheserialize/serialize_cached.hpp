@@ -1,0 +1,235 @@
+#pragma once
+
+/// @file serialize_cached.hpp
+/// `serialize_cached(fn, options, storage_or_manager)`: wraps a function so that, per cache key,
+/// it runs once at a time and its output is reused.
+///
+///     cs::InMemoryStorage storage;
+///     auto square = cs::serialize_cached([](int n) { return n * n; },
+///                                        cs::TaskOptions{"square", "1.0"}, storage);
+///     int r = square(2);  // 100 threads at once: the lambda runs once, all get 4
+///
+/// Per call: a stored output is returned at once. On a miss the call takes the key's
+/// reservation, runs the function while the manager's heartbeat keeps the reservation alive,
+/// stores the output and releases, in one step. Concurrent callers with the same key wait and
+/// reuse that output; if the holder's function throws, the reservation is released at once, the
+/// exception goes to that caller only, and one of the waiters runs the function itself. If a
+/// holder dies, its reservation expires and a waiter takes over.
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+#include "cache_key.hpp"
+#include "clock.hpp"
+#include "detail/function_traits.hpp"
+#include "errors.hpp"
+#include "options.hpp"
+#include "reservation.hpp"
+#include "serializer.hpp"
+#include "storage.hpp"
+
+namespace cacheserialize {
+
+template <class Fn, class Clock, class Storage, class Signature>
+class SerializedFunction;
+
+/// The callable `serialize_cached` returns: same parameters as the wrapped function, returning
+/// its (decayed) result.
+///
+/// Copies share the function, the options and the manager. Thread safety: calls may run
+/// concurrently from any number of threads; the wrapped function must allow that for different
+/// keys (for one key it runs once at a time).
+template <class Fn, class Clock, class Storage, class R, class... Args>
+class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
+ public:
+  using result_type = R;
+  using manager_type = ReservationManager<Clock, Storage>;
+  using schema_type = KeySchema<R(std::decay_t<Args>...)>;
+
+  SerializedFunction(Fn fn, TaskOptions options, manager_type manager)
+      : state_(
+            std::make_shared<const State>(std::move(fn), std::move(options), std::move(manager))) {}
+
+  /// Calls the function through the cache; see the file comment.
+  /// @throws whatever the function throws (this caller only), `timeout_error`,
+  ///         `cancelled_error`, `storage_error`, `codec_error` (a stored output of another type).
+  R operator()(Args... args) const { return call(CallOptions{}, std::forward<Args>(args)...); }
+
+  /// As `operator()`, with per-call options (cancellation, wait bound).
+  R call(const CallOptions& call_options, Args... args) const {
+    const State& s = *state_;
+    const Key key = s.schema.make(args...);
+    if (!s.options.serialize) return call_cache_only(s, key, std::forward<Args>(args)...);
+
+    const ClaimOptions* claim_options = &s.claim_options;
+    std::optional<ClaimOptions> merged;
+    if (call_options.cancel.can_be_cancelled() || call_options.wait_timeout) {
+      merged = s.claim_options;
+      if (call_options.cancel.can_be_cancelled()) merged->cancel = call_options.cancel;
+      if (call_options.wait_timeout) merged->wait_timeout = call_options.wait_timeout;
+      claim_options = &*merged;
+    }
+    auto claim = s.manager.claim(key, *claim_options);
+    if (claim.is_hit()) return decode(key, claim.output());
+
+    auto& hold = claim.hold();
+    std::optional<R> value;
+    try {
+      value.emplace(std::invoke(s.fn, std::forward<Args>(args)...));
+    } catch (...) {
+      try {
+        hold.release();  // at once: waiters must not sit out the expiry
+      } catch (...) {    // the function's exception is the one the caller needs
+      }
+      throw;
+    }
+    hold.try_store([&] { return encode(*value); });
+    return std::move(*value);
+  }
+
+  /// @return the key a call with these arguments uses.
+  Key key(const std::decay_t<Args>&... args) const { return state_->schema.make(args...); }
+
+  /// @return the task's options.
+  const TaskOptions& options() const noexcept { return state_->options; }
+
+  /// @return the manager (storage, clock, counters) the calls go through.
+  const manager_type& manager() const noexcept { return state_->manager; }
+
+ private:
+  struct State {
+    State(Fn f, TaskOptions o, manager_type m)
+        : fn(std::move(f)),
+          options(std::move(o)),
+          claim_options(detail::claim_options(options)),
+          schema(TaskSignature{options.name, options.interface}, options.cache_version,
+                 options.input_names, options.ignored_inputs),
+          manager(std::move(m)) {
+      detail::validate("cacheserialize::serialize_cached", claim_options);
+      detail::reservation_ttl(
+          "cacheserialize::serialize_cached",
+          claim_options.heartbeat_interval.value_or(manager.options().heartbeat_interval),
+          claim_options.grace_multiplier.value_or(manager.options().grace_multiplier));
+    }
+    Fn fn;
+    TaskOptions options;
+    ClaimOptions claim_options;
+    schema_type schema;
+    manager_type manager;
+  };
+
+  static R call_cache_only(const State& s, const Key& key, Args&&... args) {
+    if (!s.options.overwrite_cache) {
+      if (std::optional<StoredOutput> out = s.manager.lookup(key)) return decode(key, *out);
+    }
+    R value = std::invoke(s.fn, std::forward<Args>(args)...);
+    try {
+      s.manager.put(key, encode(value));
+    } catch (...) {  // best effort, as for serialised calls
+    }
+    return value;
+  }
+
+  static StoredOutput encode(const R& value) {
+    if constexpr (storage_traits<Storage>::stores_objects) {
+      return StoredOutput::from_object(std::make_shared<const R>(value));
+    } else {
+      return StoredOutput::from_bytes(encode_value(value));
+    }
+  }
+
+  static R decode(const Key& key, const StoredOutput& out) {
+    if constexpr (storage_traits<Storage>::stores_objects) {
+      if (!out.object || !out.type || *out.type != typeid(R)) {
+        throw codec_error(
+            "the stored output is not of the function's return type (two tasks with one name, "
+            "version and interface but different return types?)",
+            key.describe());
+      }
+      return *static_cast<const R*>(out.object.get());
+    } else {
+      try {
+        return decode_value<R>(out.bytes);
+      } catch (const codec_error& e) {
+        throw codec_error("cannot decode the stored output: " + detail::reason_of(e),
+                          key.describe());
+      }
+    }
+  }
+
+  std::shared_ptr<const State> state_;
+};
+
+namespace detail {
+
+template <class T>
+struct is_reservation_manager : std::false_type {};
+template <class C, class S>
+struct is_reservation_manager<ReservationManager<C, S>> : std::true_type {};
+
+template <class Fn, class Clock, class Storage, class R, class... Args>
+auto make_serialized(Fn fn, TaskOptions options, ReservationManager<Clock, Storage> manager,
+                     type_list<Args...>) {
+  using Result = std::decay_t<std::invoke_result_t<const Fn&, Args...>>;
+  static_assert(!std::is_void<Result>::value,
+                "cacheserialize::serialize_cached: the function must return its output (it "
+                "returns void: there is nothing to cache)");
+  static_assert(
+      ((!std::is_lvalue_reference<Args>::value ||
+        std::is_const<std::remove_reference_t<Args>>::value) &&
+       ...),
+      "cacheserialize::serialize_cached: the function takes a non-const lvalue reference; a "
+      "cached call cannot reproduce its effect on the argument on a hit");
+  if constexpr (storage_traits<Storage>::stores_objects) {
+    static_assert(std::is_copy_constructible<Result>::value,
+                  "cacheserialize::serialize_cached: in-process caching returns copies of the "
+                  "output, so the return type must be copy-constructible (return a shared_ptr "
+                  "for move-only results)");
+  } else {
+    static_assert(is_encodable_v<Result> && is_decodable_v<Result>,
+                  "cacheserialize::serialize_cached: this storage keeps outputs as bytes: the "
+                  "return type needs cacheserialize::serializer<T> with encode and decode");
+  }
+  return SerializedFunction<Fn, Clock, Storage, Result(Args...)>(std::move(fn), std::move(options),
+                                                                 std::move(manager));
+}
+
+}  // namespace detail
+
+/// Wraps `fn` so that it runs once per cache key at a time, through a shared manager.
+///
+/// @tparam Fn a callable with one non-template call operator, callable as const; its parameter
+///            types (decayed) must have a `serializer` (they make the key).
+/// @param options the task's name, cache_version and options; validated here.
+/// @param manager shares its heartbeat thread, storage, clock and counters with other tasks.
+/// @throws std::invalid_argument for invalid options (empty name or cache_version, bad
+///         intervals, unknown ignored inputs...).
+template <class Fn, class Clock, class Storage>
+auto serialize_cached(Fn fn, TaskOptions options, ReservationManager<Clock, Storage> manager) {
+  static_assert(detail::has_call_signature<Fn>::value,
+                "cacheserialize::serialize_cached: cannot deduce the function's parameters (a "
+                "generic lambda or an overloaded call operator?): give its parameters concrete "
+                "types");
+  static_assert(std::is_copy_constructible<Fn>::value || std::is_move_constructible<Fn>::value,
+                "cacheserialize::serialize_cached: the function object must be movable");
+  return detail::make_serialized<Fn, Clock, Storage, void>(
+      std::move(fn), std::move(options), std::move(manager),
+      typename detail::call_signature<Fn>::args{});
+}
+
+/// Wraps `fn` over `storage` with the system clock and a manager of its own (its own heartbeat
+/// thread, started on first use). Tasks that should share one heartbeat thread and one set of
+/// counters take a `ReservationManager` instead.
+template <class Fn, class Storage,
+          class = std::enable_if_t<!detail::is_reservation_manager<Storage>::value>>
+auto serialize_cached(Fn fn, TaskOptions options, Storage storage) {
+  return serialize_cached(std::move(fn), std::move(options),
+                          ReservationManager<SystemClock, Storage>(std::move(storage)));
+}
+
+}  // namespace cacheserialize

@@ -1,0 +1,196 @@
+#pragma once
+
+// Test support: gates and an event recorder. Tests synchronise through these and through
+// ManualClock::wait_for_sleepers, never through sleeps; every blocking helper has a real-time
+// bound so that a broken test fails instead of hanging.
+
+#include <cacheserialize/cacheserialize.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <fstream>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace test {
+
+namespace cs = cacheserialize;
+
+inline constexpr std::chrono::seconds kBound{30};
+
+/// A one-way door: threads wait until a test opens it.
+class Gate {
+ public:
+  void open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  /// Blocks until the gate is open. Catch2's assertions are not thread-safe, so code on other
+  /// threads calls this rather than REQUIRE-ing a result.
+  /// @throws std::runtime_error if the bound passed first.
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, kBound, [&] { return open_; })) {
+      throw std::runtime_error("test gate not opened within the bound");
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+/// Counts arrivals; waits until a number of them.
+class Counter {
+ public:
+  void arrive() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++n_;
+    cv_.notify_all();
+  }
+  bool wait_for(std::size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kBound, [&] { return n_ >= n; });
+  }
+  std::size_t value() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return n_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t n_ = 0;
+};
+
+/// The shape of every "the holder is busy" scenario: a function body that says it has started,
+/// then blocks until the test lets it finish.
+struct Busy {
+  Gate gate;
+  Counter started;
+  void enter() {
+    started.arrive();
+    gate.wait();
+  }
+};
+
+struct Recorded {
+  cs::EventKind kind;
+  std::string task;
+  std::string owner;
+  std::string holder;
+  std::string detail;
+  std::uint64_t token;
+  cs::TimePoint expires_at;
+};
+
+/// A thread-safe listener that keeps every event.
+class Recorder {
+ public:
+  cs::Listener listener() {
+    return [this](const cs::Event& e) {
+      std::lock_guard<std::mutex> lock(mu_);
+      events_.push_back(Recorded{e.kind, e.key->task(), std::string(e.owner), std::string(e.holder),
+                                 std::string(e.detail), e.token, e.expires_at});
+      cv_.notify_all();
+    };
+  }
+  std::vector<Recorded> events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+  std::vector<Recorded> of(cs::EventKind kind) {
+    std::vector<Recorded> out;
+    for (auto& e : events()) {
+      if (e.kind == kind) out.push_back(e);
+    }
+    return out;
+  }
+  std::size_t count(cs::EventKind kind) { return of(kind).size(); }
+  /// Waits until `n` events of `kind` were recorded.
+  bool wait_for(cs::EventKind kind, std::size_t n = 1) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kBound, [&] {
+      std::size_t c = 0;
+      for (auto& e : events_) c += e.kind == kind ? 1 : 0;
+      return c >= n;
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Recorded> events_;
+};
+
+/// An in-memory store that keeps outputs as bytes, so calls go through the codec as they do
+/// with the file-system and database storages.
+class ByteMemoryStorage : public cs::InMemoryStorage {
+ public:
+  static constexpr bool stores_objects = false;
+};
+
+/// @return the number of threads in this process (Linux). The first call starts and joins a
+/// thread, so that a sanitizer's own helper thread (started with the first thread) is already
+/// there and counted in every reading.
+inline std::size_t thread_count() {
+  static const bool warmed_up = [] {
+    std::thread([] {}).join();
+    return true;
+  }();
+  (void)warmed_up;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoul(line.substr(8));
+  }
+  return 0;
+}
+
+}  // namespace test
+
+namespace test {
+
+using Manager = cs::ReservationManager<cs::ManualClock, cs::InMemoryStorage>;
+
+/// A fake clock, an in-memory store, a recorder, and a manager over them.
+struct World {
+  explicit World(cs::ManagerOptions options = {})
+      : manager(storage, clock, with_listener(options)) {}
+
+  cs::ManagerOptions with_listener(cs::ManagerOptions o) {
+    o.listener = recorder.listener();
+    return o;
+  }
+
+  cs::ManualClock clock;
+  cs::InMemoryStorage storage;
+  Recorder recorder;
+  Manager manager;
+};
+
+/// Joins its threads on destruction, so a failed REQUIRE does not leave them running.
+class Threads {
+ public:
+  template <class F>
+  void spawn(F&& f) {
+    threads_.emplace_back(std::forward<F>(f));
+  }
+  void join() {
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  ~Threads() { join(); }
+
+ private:
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace test
