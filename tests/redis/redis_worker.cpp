@@ -7,7 +7,7 @@
 //     atomic write). Exits 0 if every call returned the right output, 1 otherwise.
 //
 //   redis_worker hold <port> <prefix> <key>
-//     Takes the hold task's reservation for <key> (heartbeat 100 ms x 5), prints "running", and
+//     Takes the hold task's reservation for <key> (heartbeat 100 ms x 8), prints "running", and
 //     blocks in the body until stdin closes. The tests SIGKILL it there.
 
 #include <fcntl.h>
@@ -93,7 +93,7 @@ int hold(char** argv) {
   const cs::RedisStorage storage(options_for(argv[2], argv[3]));
   cs::ManagerOptions mo;
   mo.heartbeat_interval = std::chrono::milliseconds(100);
-  mo.grace_multiplier = 5;
+  mo.grace_multiplier = 8;
   const cs::ReservationManager<cs::SystemClock, cs::RedisStorage> manager(storage,
                                                                           cs::SystemClock(), mo);
   auto task = cs::serialize_cached(

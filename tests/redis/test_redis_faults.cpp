@@ -258,7 +258,7 @@ TEST_CASE("A SIGKILLed holder's reservation is taken over once its TTL passes") 
   cs::ManagerOptions mo;
   mo.listener = recorder.listener();
   mo.heartbeat_interval = 100ms;
-  mo.grace_multiplier = 5;
+  mo.grace_multiplier = 8;
   const RedisManager manager(storage, cs::SystemClock(), mo);
   auto hold = cs::serialize_cached([](const std::string&) { return std::string("taken over"); },
                                    test::hold_task(), manager);
@@ -272,11 +272,11 @@ TEST_CASE("A SIGKILLed holder's reservation is taken over once its TTL passes") 
     }
   });
   REQUIRE(recorder.wait_for(cs::EventKind::waiting));
-  // The worker keeps heartbeating (100 ms x 5): the waiter keeps waiting, past several TTLs.
+  // The worker keeps heartbeating (100 ms x 8): the waiter keeps waiting, past several TTLs.
   const cs::Key key = hold.key("victim");
   const auto first = storage.reservation(key);
   REQUIRE(first);
-  const cs::Duration ttl = 500ms;
+  const cs::Duration ttl = 800ms;
   REQUIRE(eventually([&] {
     const auto now = storage.reservation(key);
     return now && now->token == first->token && now->expires_at >= first->expires_at + 2 * ttl;

@@ -149,7 +149,8 @@ TEST_CASE("Waiters are raised when the pub/sub connection is lost, and subscribe
   CHECK(message_arrives(storage, other, key));  // subscribed again
 }
 
-TEST_CASE("While pub/sub cannot reconnect, waiters poll; when the server is back, they are woken") {
+TEST_CASE(
+    "While pub/sub cannot reconnect waiters poll, and once the server is back they are woken") {
   test::require_redis_binary();
   test::RedisServer server;
   cs::RedisOptions options = server.options(test::unique_prefix());

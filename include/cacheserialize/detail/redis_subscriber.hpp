@@ -7,9 +7,10 @@
 // process's waiters directly after its own stores and releases, and the messages it publishes
 // carry its origin id, so the thread skips them.
 //
-// Messages can be lost while the connection is down; so when it is lost, and again when it is
-// back, every waiter is raised (each looks again), and while it cannot be re-established every
-// waiter is raised each fallback_poll_interval: waiters then poll.
+// Messages can be lost while the connection is down; so when it is lost every waiter is raised
+// (each looks again), while it cannot be re-established every waiter is raised each
+// fallback_poll_interval (waiters then poll), and once it is back each waiter is raised again
+// as soon as the server confirms its channel's new subscription.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -98,10 +99,11 @@ class RedisSubscriber {
 
  private:
   struct Channel {
-    std::vector<Signal*> signals;  // waiters; each unsubscribes before it is destroyed
-    bool requested = false;        // the last command sent for it was SUBSCRIBE
-    int pending = 0;               // commands sent for it whose confirmation has not come
-    bool confirmed = false;        // the server confirmed the SUBSCRIBE: messages will come
+    std::vector<Signal*> signals;   // waiters; each unsubscribes before it is destroyed
+    bool requested = false;         // the last command sent for it was SUBSCRIBE
+    int pending = 0;                // commands sent for it whose confirmation has not come
+    bool confirmed = false;         // the server confirmed the SUBSCRIBE: messages will come
+    bool raise_on_confirm = false;  // re-subscribed after a reconnection: look again once sure
   };
 
   static constexpr std::chrono::seconds kIdlePing{5};
@@ -175,15 +177,15 @@ class RedisSubscriber {
           drain_wake_pipe();
           continue;
         }
+        // Messages may have been missed while it was down: each waiter looks again once its
+        // channel is subscribed again (raising it earlier would leave a window before that).
         for (auto& kv : channels_) {
           kv.second.requested = false;
           kv.second.pending = 0;
           kv.second.confirmed = false;
+          kv.second.raise_on_confirm = ever_connected;
         }
-        if (ever_connected) {
-          Counters::bump(counters_->subscriber_reconnects);
-          raise_all_locked();  // messages may have been missed while it was down
-        }
+        if (ever_connected) Counters::bump(counters_->subscriber_reconnects);
         ever_connected = true;
         down_ = false;
         last_read = std::chrono::steady_clock::now();
@@ -286,7 +288,11 @@ class RedisSubscriber {
     } else if (k == "subscribe" || k == "unsubscribe") {
       if (ch.pending > 0) --ch.pending;
       ch.confirmed = ch.pending == 0 && ch.requested;
-      if (ch.confirmed) cv_.notify_all();
+      if (!ch.confirmed) return;
+      cv_.notify_all();
+      if (std::exchange(ch.raise_on_confirm, false)) {
+        for (Signal* s : ch.signals) s->notify();
+      }
     }
   }
 

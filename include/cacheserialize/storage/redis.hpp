@@ -123,7 +123,7 @@ class RedisStorage {
       switch (code(*r)) {
         case 0:
           out.status = AcquireStatus::hit;
-          out.output = StoredOutput::from_bytes(text(at(*r, 1)).substr(magic().size()));
+          out.output = StoredOutput::from_bytes(without_magic(at(*r, 1)));
           return out;
         case 1:
           out.status = AcquireStatus::acquired;
@@ -233,7 +233,8 @@ class RedisStorage {
   /// the returned subscription lives. Waits until the server confirms the subscription (at most
   /// the connect plus the command timeout) so that nothing published afterwards is missed.
   /// When the pub/sub connection is lost, every subscriber is raised (at once, then every
-  /// `fallback_poll_interval` while it cannot be re-established, and once more when it is back).
+  /// `fallback_poll_interval` while it cannot be re-established, and once more when the server
+  /// confirms its subscription again).
   Subscription subscribe(const Key& key, Signal& signal) {
     return detail::RedisSubscriber::subscribe(state_->subscriber, names(key).channel, signal);
   }
@@ -351,6 +352,11 @@ class RedisStorage {
     return m;
   }
   static bool has_magic(const std::string& v) { return v.compare(0, magic().size(), magic()) == 0; }
+  // The output's bytes, after the header the script checked.
+  static std::string without_magic(const redisReply& r) {
+    if (r.type != REDIS_REPLY_STRING || r.len < magic().size()) protocol_error("acquire");
+    return std::string(r.str + magic().size(), r.len - magic().size());
+  }
   static std::string with_magic(const std::string& bytes) {
     std::string out;
     out.reserve(magic().size() + bytes.size());
