@@ -168,6 +168,7 @@ class RedisServer {
   ~RedisServer() {
     stop();
     std::remove((dir_ + "/redis.log").c_str());
+    std::remove(unix_socket().c_str());  // left behind if the server had to be killed
     ::rmdir(dir_.c_str());
   }
   RedisServer(const RedisServer&) = delete;
