@@ -472,6 +472,8 @@ TEST_CASE(
     age_file(lock_path_of(storage, key_of(i)), 2h);
   }  // key 6's files are fresh: it expired, but was touched recently
 
+  const cs::PruneResult none = storage.prune(cs::Duration::max());  // nothing is that old
+  CHECK(none.outputs_removed + none.reservations_removed + none.temporaries_removed == 0);
   const cs::PruneResult pruned = storage.prune(1h);
   CHECK(pruned.outputs_removed == 1);
   CHECK(pruned.reservations_removed == 2);

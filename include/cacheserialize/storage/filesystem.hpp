@@ -339,7 +339,9 @@ class FileSystemStorage {
 
   /// Stores `output` and releases `mine`, if `mine` is still the key's reservation: the output
   /// is written to a temporary file first (outside the lock), then renamed into place under it.
-  /// @throws storage_error if the output cannot be written; nothing is then stored.
+  /// @throws storage_error if the output cannot be written (nothing is then stored), or, when
+  ///         `durable`, if its directory cannot be synced after the rename (it is then stored,
+  ///         perhaps not durably).
   StoreResult store_and_release(const Key& key, const Reservation& mine, StoredOutput output,
                                 TimePoint /*now*/) {
     const Paths p = paths(key);
@@ -395,21 +397,21 @@ class FileSystemStorage {
   /// - temporary files left by writers that died (and the probe files of a constructor killed
   ///   on a system without O_TMPFILE), once older than both `max_age` and one minute, so that
   ///   a write in progress is not pulled from under its writer.
-  /// Each deletion happens under the key's lock, after checking again, so that it never races
-  /// with a store. Files whose names the storage does not use are left alone. A key whose lock
-  /// is busy for `lock_timeout` is skipped.
+  /// An output or a reservation is deleted under its key's lock, after looking again, so that
+  /// the deletion never races with a store or an acquisition. Files whose names the storage does
+  /// not use are left alone. A key whose lock is busy for `lock_timeout` is skipped.
   /// @throws std::invalid_argument for a negative age.
   /// @throws storage_error if a directory cannot be listed.
   PruneResult prune(Duration max_age) const {
     if (max_age.count() < 0) {
       throw std::invalid_argument(
-          "cacheserialize::FileSystemStorage::prune: max_age must not be "
-          "negative, got " +
+          "cacheserialize::FileSystemStorage::prune: max_age must not be negative, got " +
           format_duration(max_age));
     }
     const TimePoint now = std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
-    const TimePoint cutoff = now - max_age;
-    const TimePoint temp_cutoff = now - std::max<Duration>(max_age, std::chrono::minutes(1));
+    const TimePoint cutoff = detail::saturating_add(now, -max_age);
+    const TimePoint temp_cutoff =
+        detail::saturating_add(now, -std::max<Duration>(max_age, std::chrono::minutes(1)));
     PruneResult result;
     for (const std::string* top : {&state_->outputs, &state_->reservations}) {
       for (const std::string& name : detail::fs_list(*top)) {
