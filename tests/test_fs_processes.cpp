@@ -48,9 +48,20 @@ std::map<std::string, long long> sum_stats(const std::vector<std::string>& outpu
 
 long long ms(std::int64_t ns) { return static_cast<long long>(ns / 1000000); }
 
-// A shard directory of the storage. Nothing else appears where the shards are: a constructor
-// killed while it probes the directory leaves nothing there (its probe file has no name).
-bool is_shard(const std::string& name) { return name.size() == 2 && cs::detail::fs_is_hex(name); }
+// The files in the shard directories under `top` (root/outputs or root/reservations), as (name,
+// path). Nothing but shard directories may be in `top`: a constructor killed while it probes
+// the directory leaves nothing there (its probe file has no name).
+std::vector<std::pair<std::string, std::string>> files_under(const std::string& top) {
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& shard : cs::detail::fs_list(top)) {
+    INFO(top << "/" << shard);
+    REQUIRE((shard.size() == 2 && cs::detail::fs_is_hex(shard)));
+    for (const auto& name : cs::detail::fs_list(top + "/" + shard)) {
+      files.emplace_back(name, top + "/" + shard + "/" + name);
+    }
+  }
+  return files;
+}
 
 }  // namespace
 
@@ -282,37 +293,27 @@ TEST_CASE(
   for (int i = 0; i < kKeys; ++i) digests[fs_task::key(i).digest()] = i;
   int valid = 0;
   int temporaries = 0;
-  for (const auto& shard : cs::detail::fs_list(root + "/outputs")) {
-    INFO("outputs/" << shard);
-    REQUIRE(is_shard(shard));
-    for (const auto& name : cs::detail::fs_list(root + "/outputs/" + shard)) {
-      INFO("outputs/" << shard << "/" << name);
-      if (name.size() > 64 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
-        ++temporaries;
-        continue;
-      }
-      REQUIRE(digests.count(name) == 1);
-      const std::int64_t i = digests[name];
-      const std::string bytes = test::read_file(root + "/outputs/" + shard + "/" + name);
-      cs::detail::OutputView view;
-      REQUIRE(cs::detail::parse_output_file(bytes, fs_task::key(i).encoded(), view).empty());
-      CHECK(cs::decode_value<std::string>(view.payload) == fs_task::expected(i, kBig));
-      ++valid;
+  for (const auto& [name, path] : files_under(root + "/outputs")) {
+    INFO(path);
+    if (name.size() > 64 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
+      ++temporaries;
+      continue;
     }
+    REQUIRE(digests.count(name) == 1);
+    const std::int64_t i = digests[name];
+    cs::detail::OutputView view;
+    const std::string bytes = test::read_file(path);
+    REQUIRE(cs::detail::parse_output_file(bytes, fs_task::key(i).encoded(), view).empty());
+    CHECK(cs::decode_value<std::string>(view.payload) == fs_task::expected(i, kBig));
+    ++valid;
   }
   int records = 0;
-  for (const auto& shard : cs::detail::fs_list(root + "/reservations")) {
-    INFO("reservations/" << shard);
-    REQUIRE(is_shard(shard));
-    for (const auto& name : cs::detail::fs_list(root + "/reservations/" + shard)) {
-      INFO("reservations/" << shard << "/" << name);
-      if (name.size() != 68 || name.compare(64, 4, ".res") != 0) continue;  // locks, temporaries
-      cs::detail::ReservationRecord rec;
-      CHECK(cs::detail::parse_reservation_record(
-                test::read_file(root + "/reservations/" + shard + "/" + name), rec)
-                .empty());
-      ++records;
-    }
+  for (const auto& [name, path] : files_under(root + "/reservations")) {
+    INFO(path);
+    if (name.size() != 68 || name.compare(64, 4, ".res") != 0) continue;  // locks, temporaries
+    cs::detail::ReservationRecord rec;
+    CHECK(cs::detail::parse_reservation_record(test::read_file(path), rec).empty());
+    ++records;
   }
 
   // Every key can still be computed: dead holders' reservations expire and are taken over.
