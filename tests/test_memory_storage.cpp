@@ -54,3 +54,39 @@ TEST_CASE("InMemoryStorage issues distinct, growing tokens under concurrent acqu
   for (auto& th : threads) th.join();
   CHECK(tokens.size() == 2000);
 }
+
+TEST_CASE("InMemoryStorage finds every key among thousands as entries come and go") {
+  const std::size_t shards = GENERATE(std::size_t{1}, std::size_t{3});  // one table, or several
+  CAPTURE(shards);
+  cs::InMemoryStorage storage(shards);
+  constexpr int kKeys = 5000;
+  auto key_of = [](int i) { return cs::Key("t", "1", "key " + std::to_string(i)); };
+  auto value_of = [&](int i) -> int {
+    const auto out = storage.get(key_of(i));
+    return out ? *static_cast<const int*>(out->object.get()) : -1;
+  };
+  for (int i = 0; i < kKeys; ++i) {
+    storage.put(key_of(i), cs::StoredOutput::from_object(std::make_shared<const int>(i)));
+  }
+  REQUIRE(storage.size() == kKeys);
+  // Erase two keys in three, in a scrambled order (heads, middles and tails of bucket chains).
+  int wrong = 0;
+  for (int j = 0; j < kKeys; ++j) {
+    const int i = (j * 7919) % kKeys;
+    if (i % 3 != 0) wrong += storage.erase(key_of(i)) ? 0 : 1;
+  }
+  CHECK(storage.size() == (kKeys + 2) / 3);
+  for (int i = 0; i < kKeys; ++i) wrong += value_of(i) != (i % 3 == 0 ? i : -1) ? 1 : 0;
+  CHECK(wrong == 0);
+  // A subscription alone keeps a key's entry; ending it leaves nothing behind.
+  cs::Signal signal;
+  { const cs::Subscription s = storage.subscribe(key_of(1), signal); }
+  for (int i = 0; i < kKeys; ++i) {
+    if (i % 3 != 0) {
+      storage.put(key_of(i), cs::StoredOutput::from_object(std::make_shared<const int>(-i)));
+    }
+  }
+  CHECK(storage.size() == kKeys);
+  for (int i = 0; i < kKeys; ++i) wrong += value_of(i) != (i % 3 == 0 ? i : -i) ? 1 : 0;
+  CHECK(wrong == 0);
+}

@@ -715,3 +715,35 @@ TEST_CASE("a user type is a key input through its serializer") {
   CHECK(runs == 2);
   CHECK(norm.key(Point{3, 4}) != norm.key(Point{4, 3}));
 }
+
+TEST_CASE("keys copied from a call's events outlive the wrapped function") {
+  // A call's own key borrows its task's name and version from the wrapper; every copy of it
+  // must own them. (Under AddressSanitizer a copy that did not would read freed memory here.)
+  std::mutex mu;
+  std::vector<cs::Key> seen;
+  cs::ManagerOptions options;
+  options.listener = [&](const cs::Event& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(*e.key);           // copied
+    seen.back() = *e.key;             // and assigned
+    seen.push_back(cs::Key(*e.key));  // and moved from a copy
+  };
+  cs::ManualClock clock;
+  test::Manager manager(cs::InMemoryStorage(), clock, options);
+  {
+    auto task =
+        cs::serialize_cached([](int n) { return n + 1; },
+                             cs::TaskOptions{std::string("lifetime.") + "task", "7"}, manager);
+    CHECK(task(1) == 2);  // acquired, released
+    CHECK(task(1) == 2);  // hit
+  }  // the wrapper, its key schema and its copy of the name and version are gone
+  std::lock_guard<std::mutex> lock(mu);
+  REQUIRE(seen.size() >= 6);
+  std::vector<cs::Key> moved;
+  for (auto& key : seen) moved.push_back(std::move(key));
+  for (const auto& key : moved) {
+    CHECK(key.task() == "lifetime.task");
+    CHECK(key.cache_version() == "7");
+    CHECK(key.describe().find("task 'lifetime.task' version '7'") == 0);
+  }
+}

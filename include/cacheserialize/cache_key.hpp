@@ -53,9 +53,42 @@ class Key {
       : meta_(std::make_shared<const Meta>(Meta{std::move(task), std::move(cache_version)})),
         encoded_(std::move(encoded)) {}
 
-  const std::string& task() const noexcept { return meta_ ? meta_->task : empty(); }
+  // A wrapper's call uses a key that borrows its schema's task name and version instead of
+  // sharing them (detail::KeyAccess): that spares every call two atomic reference-count updates
+  // on one cache line that all threads calling the task would share. Copies and moves of such a
+  // key share ownership like any other key's, so they may outlive the call.
+  Key(const Key& other) : meta_(other.shared_meta()), encoded_(other.encoded_) {}
+  Key(Key&& other) noexcept
+      : meta_(other.lender_ ? *other.lender_ : std::move(other.meta_)),
+        encoded_(std::move(other.encoded_)) {
+    other.lender_ = nullptr;
+  }
+  Key& operator=(const Key& other) {
+    if (this != &other) {
+      meta_ = other.shared_meta();
+      lender_ = nullptr;
+      encoded_ = other.encoded_;
+    }
+    return *this;
+  }
+  Key& operator=(Key&& other) noexcept {
+    if (this != &other) {
+      meta_ = other.lender_ ? *other.lender_ : std::move(other.meta_);
+      lender_ = nullptr;
+      other.lender_ = nullptr;
+      encoded_ = std::move(other.encoded_);
+    }
+    return *this;
+  }
+  ~Key() = default;
+
+  const std::string& task() const noexcept {
+    const Meta* m = meta();
+    return m ? m->task : empty();
+  }
   const std::string& cache_version() const noexcept {
-    return meta_ ? meta_->cache_version : empty();
+    const Meta* m = meta();
+    return m ? m->cache_version : empty();
   }
   /// @return the canonical bytes (they include the task and version); in-process storages hash
   ///         and compare these.
@@ -84,19 +117,34 @@ class Key {
     std::string cache_version;
   };
 
-  Key(std::shared_ptr<const Meta> meta, std::string encoded) noexcept
-      : meta_(std::move(meta)), encoded_(std::move(encoded)) {}
+  // The schema's keys; it writes their bytes in place.
+  explicit Key(std::shared_ptr<const Meta> meta) noexcept : meta_(std::move(meta)) {}
+  // A borrowed key: valid while `*lender` (a schema's) is.
+  explicit Key(const std::shared_ptr<const Meta>* lender) noexcept : lender_(lender) {}
+
+  const Meta* meta() const noexcept { return lender_ ? lender_->get() : meta_.get(); }
+  std::shared_ptr<const Meta> shared_meta() const noexcept { return lender_ ? *lender_ : meta_; }
 
   static const std::string& empty() noexcept {
     static const std::string none;
     return none;
   }
 
-  std::shared_ptr<const Meta> meta_;  // null only in a moved-from key
+  std::shared_ptr<const Meta> meta_;                     // null in a borrowed or a moved-from key
+  const std::shared_ptr<const Meta>* lender_ = nullptr;  // set in a borrowed key only
   std::string encoded_;
 };
 
 namespace detail {
+
+/// For SerializedFunction::call: a key for the duration of one call, which borrows its schema's
+/// metadata (see Key's copy constructor).
+struct KeyAccess {
+  template <class Schema, class... Inputs>
+  static Key borrowed(const Schema& schema, const Inputs&... inputs) {
+    return schema.make_borrowed(inputs...);
+  }
+};
 
 /// A guess at an input's encoded size, so that making a key allocates its string once.
 template <class T>
@@ -165,11 +213,9 @@ class KeySchema<R(Inputs...)> {
   /// @param inputs the call's inputs; ignored ones are not encoded (and need not be meaningful).
   /// @return the key of a call with these inputs.
   Key make(const std::decay_t<Inputs>&... inputs) const {
-    std::string encoded;
-    encoded.reserve(prefix_.size() + (std::size_t{0} + ... + detail::encoded_size_hint(inputs)));
-    encoded.append(prefix_);
-    append_inputs(encoded, std::index_sequence_for<Inputs...>{}, inputs...);
-    return Key(meta_, std::move(encoded));
+    Key key(meta_);
+    encode(key.encoded_, inputs...);
+    return key;
   }
 
   /// @return the signature, with the interface derived if it was empty.
@@ -245,6 +291,22 @@ class KeySchema<R(Inputs...)> {
     ((out += (I == 0 ? "" : ",") + (input_names.empty() ? std::string() : input_names[I] + ":") +
              type_name<std::decay_t<Inputs>>()),
      ...);
+  }
+
+  friend struct detail::KeyAccess;
+
+  // A key that borrows this schema's metadata: it must not outlive the schema (its copies may).
+  Key make_borrowed(const std::decay_t<Inputs>&... inputs) const {
+    Key key(&meta_);
+    encode(key.encoded_, inputs...);
+    return key;
+  }
+
+  // Into the key's own string: returning a string to move into the key cost a call per key.
+  void encode(std::string& encoded, const std::decay_t<Inputs>&... inputs) const {
+    encoded.reserve(prefix_.size() + (std::size_t{0} + ... + detail::encoded_size_hint(inputs)));
+    encoded.append(prefix_);
+    append_inputs(encoded, std::index_sequence_for<Inputs...>{}, inputs...);
   }
 
   template <std::size_t... I>

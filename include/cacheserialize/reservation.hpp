@@ -242,8 +242,8 @@ class Claim {
 
  private:
   friend class ReservationManager<Clock, Storage>;
-  Claim(StoredOutput output, bool waited) : output_(std::move(output)), waited_(waited) {}
-  Claim(Hold<Clock, Storage> hold, bool waited) : hold_(std::move(hold)), waited_(waited) {}
+  Claim(StoredOutput&& output, bool waited) : output_(std::move(output)), waited_(waited) {}
+  Claim(Hold<Clock, Storage>&& hold, bool waited) : hold_(std::move(hold)), waited_(waited) {}
 
   StoredOutput output_;
   std::optional<Hold<Clock, Storage>> hold_;
@@ -334,6 +334,12 @@ class ReservationManager {
 
  private:
   using Core = detail::ManagerCore<Clock, Storage>;
+
+  // serialize_cached's calls probe with `lookup` themselves and decode a hit in place, then
+  // claim through `acquire_or_wait`: a hit then builds no Claim and re-validates no options
+  // (they were validated when the function was wrapped).
+  template <class Fn, class C, class S, class Signature>
+  friend class SerializedFunction;
 
   static std::shared_ptr<Core> make_core(Storage storage, Clock clock, ManagerOptions options) {
     detail::validate("cacheserialize::ReservationManager", options);

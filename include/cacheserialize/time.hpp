@@ -39,7 +39,7 @@ inline std::string format_time(TimePoint t) {
   char buf[48];
   const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   std::string out(buf, n);
-  char frac[16];
+  char frac[32];  // micros is 0..999999, but gcc -O2 -Wformat-truncation cannot tell
   std::snprintf(frac, sizeof frac, ".%06lldZ", static_cast<long long>(micros));
   return out + frac;
 }

@@ -5,6 +5,7 @@
 // the same thread, is a new owner and never mistaken for the holder it replaces.
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +18,7 @@
 
 #include <cstdlib>
 #else
+#include <pthread.h>
 #include <unistd.h>
 #endif
 
@@ -55,8 +57,23 @@ inline std::uint64_t random_u64() noexcept {
   }
 }
 
+/// Bumped in the child of every fork (pthread_atfork), so that prefixes cached per thread are
+/// recomputed there.
+inline std::atomic<std::uint64_t>& fork_generation() noexcept {
+  static std::atomic<std::uint64_t> generation{0};
+  return generation;
+}
+
 /// @return "host:pid:random", recomputed after a fork (the child gets a new pid and random part).
 inline std::string process_owner_prefix() {
+#if !defined(_WIN32)
+  static const bool on_fork = [] {
+    ::pthread_atfork(nullptr, nullptr,
+                     [] { fork_generation().fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)on_fork;
+#endif
   static std::mutex mu;
   static long pid = 0;
   static std::string prefix;
@@ -74,8 +91,26 @@ inline std::string process_owner_prefix() {
 /// @return a new owner id, never returned before in this process.
 inline std::string new_owner_id() {
   static std::atomic<std::uint64_t> counter{0};
-  return process_owner_prefix() + ":" +
-         std::to_string(counter.fetch_add(1, std::memory_order_relaxed) + 1);
+  // Each thread keeps the prefix: checking the pid on every call is a system call (glibc does
+  // not cache getpid), which cost as much as the rest of a miss. Forks bump fork_generation().
+  struct Cached {
+    std::uint64_t generation = ~std::uint64_t{0};
+    std::string prefix;
+  };
+  thread_local Cached cached;
+  const std::uint64_t generation = fork_generation().load(std::memory_order_relaxed);
+  if (cached.generation != generation) {
+    cached.prefix = process_owner_prefix();
+    cached.generation = generation;
+  }
+  char digits[24];
+  const auto n = std::to_chars(digits, digits + sizeof digits,
+                               counter.fetch_add(1, std::memory_order_relaxed) + 1)
+                     .ptr;
+  std::string id;
+  id.reserve(cached.prefix.size() + 1 + static_cast<std::size_t>(n - digits));
+  id.append(cached.prefix).append(1, ':').append(digits, n);
+  return id;
 }
 
 /// A small, fast per-thread generator for jitter (not for anything secret).

@@ -16,7 +16,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -48,18 +47,20 @@ class InMemoryStorage {
 
   /// @return the stored output for `key`, if any.
   std::optional<StoredOutput> get(const Key& key) const {
-    const Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    const Shard& shard = shard_for(h);
     std::shared_lock<std::shared_mutex> lock(shard.mu);
-    const auto it = shard.entries.find(key.encoded());
-    if (it == shard.entries.end() || !it->second.output) return std::nullopt;
-    return it->second.output;
+    const Entry* e = shard.entries.find(h, key.encoded());
+    if (!e || !e->output) return std::nullopt;
+    return e->output;
   }
 
   /// Get-or-extend, as the storage contract in storage.hpp describes.
   AcquireResult acquire(const Key& key, const AcquireRequest& req) {
-    Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    Shard& shard = shard_for(h);
     std::unique_lock<std::shared_mutex> lock(shard.mu);
-    Entry& e = shard.entries[key.encoded()];
+    Entry& e = shard.entries.get_or_add(h, key.encoded());
     AcquireResult result;
     if (!req.overwrite && e.output) {
       result.status = AcquireStatus::hit;
@@ -71,12 +72,13 @@ class InMemoryStorage {
 
   /// Extends `mine` to `now + ttl` if it is still the key's reservation.
   ExtendResult extend(const Key& key, const Reservation& mine, TimePoint now, Duration ttl) {
-    Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    Shard& shard = shard_for(h);
     std::unique_lock<std::shared_mutex> lock(shard.mu);
     ExtendResult result;
-    const auto it = shard.entries.find(key.encoded());
-    if (it == shard.entries.end() || !it->second.reservation) return result;
-    Reservation& r = *it->second.reservation;
+    Entry* e = shard.entries.find(h, key.encoded());
+    if (!e || !e->reservation) return result;
+    Reservation& r = *e->reservation;
     if (!same(r, mine)) {
       result.current = r;
       return result;
@@ -89,81 +91,87 @@ class InMemoryStorage {
 
   /// Releases `mine` if it is still the key's reservation, and wakes the key's waiters.
   ReleaseStatus release(const Key& key, const Reservation& mine) {
-    Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    Shard& shard = shard_for(h);
     std::unique_lock<std::shared_mutex> lock(shard.mu);
-    const auto it = shard.entries.find(key.encoded());
-    if (it == shard.entries.end() || !it->second.reservation) return ReleaseStatus::not_held;
-    if (!same(*it->second.reservation, mine)) return ReleaseStatus::held_by_other;
-    it->second.reservation.reset();
-    settle(shard, it);
+    Entry* e = shard.entries.find(h, key.encoded());
+    if (!e || !e->reservation) return ReleaseStatus::not_held;
+    if (!same(*e->reservation, mine)) return ReleaseStatus::held_by_other;
+    e->reservation.reset();
+    settle(shard, *e);
     return ReleaseStatus::released;
   }
 
   /// Stores `output` and releases `mine` in one step, if `mine` is still the key's reservation.
   StoreResult store_and_release(const Key& key, const Reservation& mine, StoredOutput output,
                                 TimePoint /*now*/) {
-    Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    Shard& shard = shard_for(h);
     std::unique_lock<std::shared_mutex> lock(shard.mu);
     StoreResult result;
-    const auto it = shard.entries.find(key.encoded());
-    if (it == shard.entries.end() || !it->second.reservation) return result;
-    if (!same(*it->second.reservation, mine)) {
-      result.current = *it->second.reservation;
+    Entry* e = shard.entries.find(h, key.encoded());
+    if (!e || !e->reservation) return result;
+    if (!same(*e->reservation, mine)) {
+      result.current = *e->reservation;
       return result;
     }
-    it->second.output = std::move(output);
-    it->second.reservation.reset();
-    settle(shard, it);
+    e->output = std::move(output);
+    e->reservation.reset();
+    settle(shard, *e);
     result.status = StoreStatus::stored;
     return result;
   }
 
   /// Stores `output` whoever holds the key, and wakes the key's waiters.
   void put(const Key& key, StoredOutput output) {
-    Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    Shard& shard = shard_for(h);
     std::unique_lock<std::shared_mutex> lock(shard.mu);
-    const auto it = shard.entries.try_emplace(key.encoded()).first;
-    it->second.output = std::move(output);
-    settle(shard, it);
+    Entry& e = shard.entries.get_or_add(h, key.encoded());
+    e.output = std::move(output);
+    settle(shard, e);
   }
 
   /// Raises `signal` after every store, put, release or erase of `key` while the returned
   /// subscription lives.
   Subscription subscribe(const Key& key, Signal& signal) {
-    Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    Shard& shard = shard_for(h);
     {
       std::unique_lock<std::shared_mutex> lock(shard.mu);
-      shard.entries[key.encoded()].watchers.push_back(&signal);
+      shard.entries.get_or_add(h, key.encoded()).watchers.push_back(&signal);
     }
-    return Subscription([state = state_, &shard, encoded = key.encoded(), s = &signal] {
+    return Subscription([state = state_, &shard, h, encoded = key.encoded(), s = &signal] {
       std::unique_lock<std::shared_mutex> lock(shard.mu);
-      const auto it = shard.entries.find(encoded);
-      if (it == shard.entries.end()) return;
-      auto& w = it->second.watchers;
+      Entry* e = shard.entries.find(h, encoded);
+      if (!e) return;
+      auto& w = e->watchers;
       w.erase(std::find(w.begin(), w.end(), s));
-      if (it->second.empty()) shard.entries.erase(it);
+      if (e->empty()) shard.entries.erase(*e);
     });
   }
 
   /// Removes the stored output of `key`, if any; a reservation on it is left alone.
   /// @return whether an output was removed.
   bool erase(const Key& key) {
-    Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    Shard& shard = shard_for(h);
     std::unique_lock<std::shared_mutex> lock(shard.mu);
-    const auto it = shard.entries.find(key.encoded());
-    if (it == shard.entries.end() || !it->second.output) return false;
-    it->second.output.reset();
-    settle(shard, it);
+    Entry* e = shard.entries.find(h, key.encoded());
+    if (!e || !e->output) return false;
+    e->output.reset();
+    settle(shard, *e);
     return true;
   }
 
   /// @return the reservation on `key`, live or expired, if any.
   std::optional<Reservation> reservation(const Key& key) const {
-    const Shard& shard = shard_for(key);
+    const std::size_t h = hash_of(key);
+    const Shard& shard = shard_for(h);
     std::shared_lock<std::shared_mutex> lock(shard.mu);
-    const auto it = shard.entries.find(key.encoded());
-    if (it == shard.entries.end()) return std::nullopt;
-    return it->second.reservation;
+    const Entry* e = shard.entries.find(h, key.encoded());
+    if (!e) return std::nullopt;
+    return e->reservation;
   }
 
   /// @return the number of stored outputs.
@@ -172,22 +180,93 @@ class InMemoryStorage {
     for (std::size_t i = 0; i < state_->shard_count; ++i) {
       const Shard& shard = state_->shards[i];
       std::shared_lock<std::shared_mutex> lock(shard.mu);
-      for (const auto& kv : shard.entries) n += kv.second.output ? 1u : 0u;
+      shard.entries.for_each([&](const Entry& e) { n += e.output ? 1u : 0u; });
     }
     return n;
   }
 
  private:
   struct Entry {
+    Entry(std::size_t h, const std::string& k) : hash(h), encoded(k) {}
+    std::size_t hash;     // of `encoded`
+    std::string encoded;  // the key
     std::optional<StoredOutput> output;
     std::optional<Reservation> reservation;
     std::vector<Signal*> watchers;  // subscribed waiters; each unsubscribes before it is gone
+    std::unique_ptr<Entry> next;    // in the same bucket
     bool empty() const noexcept { return !output && !reservation && watchers.empty(); }
+  };
+
+  // A shard's entries: a chained hash table with a power-of-two number of buckets. The key is
+  // hashed once per operation, for the shard and the bucket alike, and a bucket is picked with
+  // a mask: std::unordered_map would hash again and take the hash modulo a prime, and those
+  // divisions and the second hash were a third of the cost of a hit. Not thread-safe: the
+  // shard's lock guards it.
+  class Entries {
+   public:
+    Entry* find(std::size_t h, std::string_view encoded) const noexcept {
+      if (buckets_.empty()) return nullptr;
+      for (Entry* e = buckets_[h & (buckets_.size() - 1)].get(); e; e = e->next.get()) {
+        if (e->hash == h && e->encoded == encoded) return e;
+      }
+      return nullptr;
+    }
+
+    Entry& get_or_add(std::size_t h, const std::string& encoded) {
+      if (Entry* e = find(h, encoded)) return *e;
+      if (size_ >= buckets_.size()) grow();
+      auto entry = std::make_unique<Entry>(h, encoded);
+      std::unique_ptr<Entry>& head = buckets_[h & (buckets_.size() - 1)];
+      entry->next = std::move(head);
+      head = std::move(entry);
+      ++size_;
+      return *head;
+    }
+
+    /// Removes `e`, which must be in the table.
+    void erase(const Entry& e) noexcept {
+      std::unique_ptr<Entry>* link = &buckets_[e.hash & (buckets_.size() - 1)];
+      while (link->get() != &e) link = &(*link)->next;
+      std::unique_ptr<Entry> gone = std::move(*link);
+      *link = std::move(gone->next);
+      --size_;
+    }
+
+    template <class F>
+    void for_each(F f) const {
+      for (const auto& head : buckets_) {
+        for (const Entry* e = head.get(); e; e = e->next.get()) f(*e);
+      }
+    }
+
+    ~Entries() {  // unlinks chains one entry at a time: no deep recursion on long chains
+      for (auto& head : buckets_) {
+        while (head) head = std::move(head->next);
+      }
+    }
+
+   private:
+    void grow() {
+      std::vector<std::unique_ptr<Entry>> bigger(buckets_.empty() ? 8 : buckets_.size() * 2);
+      for (auto& head : buckets_) {
+        while (head) {
+          std::unique_ptr<Entry> e = std::move(head);
+          head = std::move(e->next);
+          std::unique_ptr<Entry>& to = bigger[e->hash & (bigger.size() - 1)];
+          e->next = std::move(to);
+          to = std::move(e);
+        }
+      }
+      buckets_.swap(bigger);
+    }
+
+    std::vector<std::unique_ptr<Entry>> buckets_;
+    std::size_t size_ = 0;
   };
 
   struct alignas(64) Shard {
     mutable std::shared_mutex mu;  // taken before any watcher's signal mutex
-    std::unordered_map<std::string, Entry> entries;
+    Entries entries;
   };
 
   struct State {
@@ -206,9 +285,16 @@ class InMemoryStorage {
     return state;
   }
 
-  Shard& shard_for(const Key& key) const {
-    const std::size_t h = std::hash<std::string_view>{}(key.encoded());
-    return state_->shards[h % state_->shard_count];
+  static std::size_t hash_of(const Key& key) noexcept {
+    return std::hash<std::string_view>{}(key.encoded());
+  }
+
+  // The hash's high 32 bits scaled to the shard count (a shard count that fits in memory fits in
+  // 32 bits): a multiplication, where `%` would be a slow 64-bit division. Buckets use the low
+  // bits.
+  Shard& shard_for(std::size_t h) const {
+    const std::uint64_t high = static_cast<std::uint64_t>(h) >> (sizeof(std::size_t) * 8 - 32);
+    return state_->shards[static_cast<std::size_t>((high * state_->shard_count) >> 32)];
   }
 
   static bool same(const Reservation& a, const Reservation& b) noexcept {
@@ -221,9 +307,9 @@ class InMemoryStorage {
   }
 
   // After a change that may end a wait: wake the key's waiters, drop the entry if it is empty.
-  static void settle(Shard& shard, std::unordered_map<std::string, Entry>::iterator it) noexcept {
-    for (Signal* s : it->second.watchers) s->notify();
-    if (it->second.empty()) shard.entries.erase(it);
+  static void settle(Shard& shard, Entry& e) noexcept {
+    for (Signal* s : e.watchers) s->notify();
+    if (e.empty()) shard.entries.erase(e);
   }
 
   std::shared_ptr<State> state_;
