@@ -65,7 +65,7 @@ int start_fixture(const std::string& dir) {
                                       {"password", info.password}});
     std::cout << "PostgreSQL fixture server on 127.0.0.1:" << info.port << " in " << server->dir()
               << "\n";
-    server.release();  // it keeps running for the tests; --stop-server ends it
+    server->detach();  // it keeps running for the tests; --stop-server ends it
     return 0;
   } catch (const std::exception& e) {
     pg::write_state(state_file(dir), {{"unavailable", e.what()}});

@@ -7,8 +7,9 @@
 // an unprivileged user (CACHESERIALIZE_PG_USER, else "postgres", else "nobody") in a forked child
 // that drops its privileges before exec, and the temporary directory is given to that user.
 //
-// The server binaries are looked up in CACHESERIALIZE_PG_BIN, then in the directory CMake found
-// (CACHESERIALIZE_PG_BIN_DEFAULT), then in /usr/lib/postgresql/<newest>/bin.
+// The server binaries are looked up in CACHESERIALIZE_PG_BIN (only there, if it is set), else in
+// the directory CMake found (CACHESERIALIZE_PG_BIN_DEFAULT), then in
+// /usr/lib/postgresql/<newest>/bin.
 
 #include <fcntl.h>
 #include <grp.h>
@@ -60,7 +61,14 @@ inline bool executable(const std::string& path) { return ::access(path.c_str(), 
 /// @return the directory with initdb and pg_ctl, or "" with `why` set.
 inline std::string find_bin_dir(std::string& why) {
   std::vector<std::string> candidates;
-  if (const char* env = std::getenv("CACHESERIALIZE_PG_BIN")) candidates.emplace_back(env);
+  const char* env = std::getenv("CACHESERIALIZE_PG_BIN");
+  if (env && *env) {  // an explicit choice: only there
+    if (executable(std::string(env) + "/initdb") && executable(std::string(env) + "/pg_ctl")) {
+      return env;
+    }
+    why = std::string("no initdb and pg_ctl in CACHESERIALIZE_PG_BIN=") + env;
+    return "";
+  }
   if (std::strlen(CACHESERIALIZE_PG_BIN_DEFAULT) > 0) {
     candidates.emplace_back(CACHESERIALIZE_PG_BIN_DEFAULT);
   }
@@ -253,6 +261,13 @@ class Server {
       std::error_code ec;
       std::filesystem::remove_all(dir_, ec);
     }
+  }
+
+  /// Leaves the server running after this object is gone (the fixture's setup; its cleanup
+  /// stops it through `attach`).
+  void detach() noexcept {
+    running_ = false;
+    owns_dir_ = false;
   }
 
   const ServerInfo& info() const noexcept { return info_; }

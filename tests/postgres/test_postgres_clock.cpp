@@ -17,7 +17,7 @@ TEST_CASE("clients whose clocks are hours off, either way, still run each body e
   // three hours behind, a clock running three hours ahead, and one a day behind.
   cs::ManualClock stopped(pg::server_now(sql) - 3h);
   cs::ManagerOptions mo;
-  mo.heartbeat_interval = 1s;  // reservations of 3s: a clock hours off would see them expired
+  mo.heartbeat_interval = 3s;  // reservations of 9s: a clock hours off would see them expired
   cs::ReservationManager<cs::ManualClock, cs::PostgresStorage> behind(cs::PostgresStorage(o),
                                                                       stopped, mo);
   cs::ReservationManager<pg::SkewedClock, cs::PostgresStorage> ahead(cs::PostgresStorage(o),

@@ -40,18 +40,32 @@ TEST_CASE("a waiter on another connection wakes on the holder's NOTIFY, not at i
   auto waited =
       cs::serialize_cached([](int n) { return n + 1; }, cs::TaskOptions{"inc", "1"}, waiter);
 
-  SECTION("a store wakes the waiter, which finds the output") {
+  // The holder runs `held(n)` and blocks in its body; the waiter calls `waited(n)` and waits;
+  // then the holder's body finishes. @return the waiter's result and how long it took to wake.
+  std::string holder_error;
+  auto meet = [&](int n, int& result) {
     test::Threads threads;
-    threads.spawn([&] { held(1); });
+    threads.spawn([&] {
+      try {
+        held(n);
+      } catch (const std::runtime_error& e) {
+        holder_error = e.what();
+      }
+    });
     REQUIRE(busy.started.wait_for(1));
-    int result = 0;
-    threads.spawn([&] { result = waited(1); });
+    threads.spawn([&] { result = waited(n); });
     REQUIRE(pg::eventually([&] { return waiter.stats().waits == 1; }));
     const auto t = std::chrono::steady_clock::now();
     busy.gate.open();
     threads.join();
-    CHECK(pg::seconds_since(t) < 10.0);  // far sooner than the holder's 60s reservation
+    return pg::seconds_since(t);
+  };
+
+  SECTION("a store wakes the waiter, which finds the output") {
+    int result = 0;
+    CHECK(meet(1, result) < 10.0);  // far sooner than the holder's 60s reservation
     CHECK(result == 2);
+    CHECK(holder_error.empty());
     CHECK(waiter.stats().executions == 0);
     CHECK(waiter.stats().hits == 1);
     CHECK(waiter_store.stats().notifications >= 1);
@@ -59,23 +73,8 @@ TEST_CASE("a waiter on another connection wakes on the holder's NOTIFY, not at i
 
   SECTION("a release after a failure wakes the waiter, which runs the function at once") {
     fail = true;
-    test::Threads threads;
-    std::string holder_error;
-    threads.spawn([&] {
-      try {
-        held(5);
-      } catch (const std::runtime_error& e) {
-        holder_error = e.what();
-      }
-    });
-    REQUIRE(busy.started.wait_for(1));
     int result = 0;
-    threads.spawn([&] { result = waited(5); });
-    REQUIRE(pg::eventually([&] { return waiter.stats().waits == 1; }));
-    const auto t = std::chrono::steady_clock::now();
-    busy.gate.open();
-    threads.join();
-    CHECK(pg::seconds_since(t) < 10.0);
+    CHECK(meet(5, result) < 10.0);
     CHECK(holder_error == "the holder's body failed");
     CHECK(result == 6);
     CHECK(waiter.stats().executions == 1);

@@ -52,7 +52,24 @@ TEST_CASE("a SIGKILLed holder is taken over once its reservation expires by the 
   const std::string schema = prepare_schema();
   pg::Sql sql;
   constexpr long key = 42;
-  pg::Child holder({kWorker, "hold", pg::server().conninfo(), schema, std::to_string(key), "200"});
+  // This "machine" runs two hours ahead: by its own clock the reservation will have expired
+  // long ago, yet it must wait for the server's clock to pass the expiry. It connects first, so
+  // that it is ready the moment the holder dies.
+  test::Recorder recorder;
+  cs::ManagerOptions mo;
+  mo.listener = recorder.listener();
+  cs::ReservationManager<pg::SkewedClock, cs::PostgresStorage> manager(
+      cs::PostgresStorage(pg::options(schema)), pg::SkewedClock(2h), mo);
+  std::atomic<int> runs{0};
+  auto square = cs::serialize_cached(
+      [&](long k) {
+        runs.fetch_add(1);
+        return k * k + 7;
+      },
+      cs::TaskOptions{"square", "1"}, manager);
+
+  // The holder heartbeats every 400ms: its reservation lives 1.2s past its last beat.
+  pg::Child holder({kWorker, "hold", pg::server().conninfo(), schema, std::to_string(key), "400"});
   const std::string log = "\"" + schema + "\".body_log";
   REQUIRE(pg::eventually([&] { return sql.number("SELECT count(*) FROM " + log) == 1; }));
   const std::string entries = "\"" + schema + "\".entries";
@@ -67,20 +84,6 @@ TEST_CASE("a SIGKILLed holder is taken over once its reservation expires by the 
   const long long dead_expiry = sql.number("SELECT expires_ns FROM " + entries);
   const std::string dead_owner = sql.value("SELECT convert_from(owner, 'UTF8') FROM " + entries);
 
-  // This "machine" runs two hours ahead: by its own clock the reservation expired long ago, yet
-  // it must wait for the server's clock to pass the expiry.
-  test::Recorder recorder;
-  cs::ManagerOptions mo;
-  mo.listener = recorder.listener();
-  cs::ReservationManager<pg::SkewedClock, cs::PostgresStorage> manager(
-      cs::PostgresStorage(pg::options(schema)), pg::SkewedClock(2h), mo);
-  std::atomic<int> runs{0};
-  auto square = cs::serialize_cached(
-      [&](long k) {
-        runs.fetch_add(1);
-        return k * k + 7;
-      },
-      cs::TaskOptions{"square", "1"}, manager);
   CHECK(square(key) == key * key + 7);
   CHECK(runs.load() == 1);
   const auto took = recorder.of(cs::EventKind::took_over);

@@ -44,7 +44,7 @@ struct PostgresOptions {
   /// share a schema. Letters, digits and '_' only.
   std::string table_prefix{};
   /// Create the schema and tables when missing. false: they must exist (a DBA created them with
-  /// the SQL in storage/postgres.hpp's documentation), and this role needs no CREATE privilege.
+  /// `PostgresStorage::tables_sql`), and this role needs no CREATE privilege.
   bool create_tables = true;
   /// Bound on opening a connection (TCP, TLS, authentication, session setup). Host name lookup
   /// is not covered (libpq resolves synchronously): use an IP address or a fast resolver.
@@ -227,7 +227,7 @@ class PostgresStorage {
   /// Connects, creates the tables if missing (`create_tables`) and checks their schema version.
   /// @throws std::invalid_argument for bad options (naming the option).
   /// @throws storage_error if the database cannot be reached or set up, with libpq's message;
-  ///         after at most `connect_timeout` plus three statement bounds.
+  ///         after at most `connect_timeout` plus four statement bounds.
   explicit PostgresStorage(PostgresOptions options) : state_(open(std::move(options))) {}
 
   /// Connects with default options to the database named by a libpq connection string.
@@ -380,6 +380,13 @@ class PostgresStorage {
 
   /// @return the options this store was opened with.
   const PostgresOptions& options() const noexcept { return state_->options; }
+
+  /// @return the SQL script that creates the store's schema, tables and sequence (what
+  ///         `create_tables` runs), for a DBA to run when the workers' role may not create them.
+  /// @throws std::invalid_argument for a bad schema or table prefix.
+  static std::string tables_sql(const PostgresOptions& options) {
+    return detail::pg::create_sql(detail::pg::Names(options.schema, options.table_prefix));
+  }
 
   /// @return the NOTIFY channel of this store (schema and prefix digest), for tools that want
   ///         to watch it.

@@ -114,12 +114,6 @@ class Listener {
     raise_locked(digest);
   }
 
-  /// @return whether the listener is listening now.
-  bool listening() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return state_ == State::listening;
-  }
-
  private:
   enum class State { stopped, down, listening };
   struct Entry {
@@ -257,7 +251,7 @@ class Listener {
   const std::chrono::milliseconds retry_;
   ListenerCounters& counters_;
 
-  mutable std::mutex mu_;  // guards everything below; Signal::notify is called under it
+  std::mutex mu_;  // guards everything below; Signal::notify is called under it
   std::condition_variable cv_;
   std::unordered_map<std::string, std::vector<Entry>> subs_;
   State state_ = State::stopped;

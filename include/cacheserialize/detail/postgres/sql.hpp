@@ -146,6 +146,18 @@ inline std::string version_sql(const Names& n) {
   return "SELECT value FROM " + n.meta + " WHERE name = 'schema_version'";
 }
 
+/// A statement that changes the key's row only while its reservation is still ($2 owner,
+/// $3 token): it answers one row `matched` (over the updated row's `returning` columns), or else
+/// one row `otherwise` over the key's current row (none if the key has no row).
+inline std::string fenced_update(const Names& n, const std::string& set,
+                                 const std::string& returning, const std::string& matched,
+                                 const std::string& otherwise) {
+  return " WITH up AS (UPDATE " + n.entries + " SET " + set +
+         " WHERE key_hash = $1 AND owner = $2 AND token = $3 RETURNING " + returning + ") SELECT " +
+         matched + " FROM up UNION ALL SELECT " + otherwise + " FROM " + n.entries +
+         " WHERE key_hash = $1 AND NOT EXISTS (SELECT FROM up)";
+}
+
 /// PREPAREs every statement (one round trip); run on each new connection.
 inline std::string prepare_sql(const Names& n) {
   const std::string now = server_now_ns();
@@ -165,79 +177,57 @@ inline std::string prepare_sql(const Names& n) {
   // decides on the latest row: take it (free, released or expired: a new token from the
   // sequence, drawn under the row lock so tokens grow per key), extend it (ours already), or
   // leave it (another owner's live reservation, or an output stored meanwhile) and report it.
-  sql += "PREPARE " + std::string(stmt_acquire) +
-         " (bytea, bytea, bytea, bigint, boolean) AS"
-         " WITH clock AS MATERIALIZED (SELECT " +
-         now +
-         " AS now_ns),"
-         " hit AS (SELECT output FROM " +
-         n.entries +
-         " WHERE key_hash = $1 AND output IS NOT NULL AND NOT $5),"
-         " up AS (INSERT INTO " +
-         n.entries +
-         " AS e (key_hash, key, owner, token, expires_ns)"
-         " SELECT $1, $2, $3, nextval('" +
-         n.tokens +
-         "'), c.now_ns + $4 FROM clock c WHERE NOT EXISTS (SELECT FROM hit)"
-         " ON CONFLICT (key_hash) DO UPDATE SET"
-         " owner = CASE WHEN " +
-         take + " THEN $3 ELSE e.owner END, token = CASE WHEN " + take + " THEN nextval('" +
-         n.tokens + "') ELSE e.token END, expires_ns = CASE WHEN " + take + " OR " + own +
-         " THEN EXCLUDED.expires_ns ELSE e.expires_ns END, prev_owner = CASE WHEN " + take +
-         " THEN e.owner WHEN " + own + " THEN NULL ELSE e.prev_owner END, prev_token = CASE WHEN " +
-         take + " THEN e.token WHEN " + own +
-         " THEN NULL ELSE e.prev_token END, prev_expires_ns = CASE WHEN " + take +
-         " THEN e.expires_ns WHEN " + own +
-         " THEN NULL ELSE e.prev_expires_ns END"
+  auto decide = [&](const std::string& column, const std::string& if_taken,
+                    const std::string& if_own) {
+    return column + " = CASE WHEN " + take + " THEN " + if_taken + " WHEN " + own + " THEN " +
+           if_own + " ELSE e." + column + " END";
+  };
+  const std::string next_token = "nextval('" + n.tokens + "')";
+  const std::string set =
+      decide("owner", "$3", "e.owner") + ", " + decide("token", next_token, "e.token") + ", " +
+      decide("expires_ns", "EXCLUDED.expires_ns", "EXCLUDED.expires_ns") + ", " +
+      decide("prev_owner", "e.owner", "NULL") + ", " + decide("prev_token", "e.token", "NULL") +
+      ", " + decide("prev_expires_ns", "e.expires_ns", "NULL");
+  const std::string is_hit = "u.output IS NOT NULL AND NOT $5";
+  sql += "PREPARE " + std::string(stmt_acquire) + " (bytea, bytea, bytea, bigint, boolean) AS" +
+         " WITH clock AS MATERIALIZED (SELECT " + now + " AS now_ns)," +
+         " hit AS (SELECT output FROM " + n.entries +
+         " WHERE key_hash = $1 AND output IS NOT NULL AND NOT $5)," + " up AS (INSERT INTO " +
+         n.entries + " AS e (key_hash, key, owner, token, expires_ns) SELECT $1, $2, $3, " +
+         next_token + ", c.now_ns + $4 FROM clock c WHERE NOT EXISTS (SELECT FROM hit)" +
+         " ON CONFLICT (key_hash) DO UPDATE SET " + set +
          " RETURNING e.output, e.owner, e.token, e.expires_ns, e.prev_owner, e.prev_token,"
          " e.prev_expires_ns)"
          " SELECT 'h'::text AS status, h.output, NULL::bytea AS owner, NULL::bigint AS token,"
          " NULL::bigint AS expires_ns, NULL::bigint AS now_ns, NULL::bytea AS prev_owner,"
-         " NULL::bigint AS prev_token, NULL::bigint AS prev_expires_ns FROM hit h"
-         " UNION ALL"
-         " SELECT CASE WHEN u.output IS NOT NULL AND NOT $5 THEN 'h' WHEN u.owner = $3 THEN 'a'"
-         " ELSE 'w' END, CASE WHEN u.output IS NOT NULL AND NOT $5 THEN u.output END, u.owner,"
-         " u.token, u.expires_ns, c.now_ns, u.prev_owner, u.prev_token, u.prev_expires_ns"
-         " FROM up u, clock c;";
+         " NULL::bigint AS prev_token, NULL::bigint AS prev_expires_ns FROM hit h UNION ALL"
+         " SELECT CASE WHEN " +
+         is_hit + " THEN 'h' WHEN u.owner = $3 THEN 'a' ELSE 'w' END, CASE WHEN " + is_hit +
+         " THEN u.output END, u.owner, u.token, u.expires_ns, c.now_ns, u.prev_owner,"
+         " u.prev_token, u.prev_expires_ns FROM up u, clock c;";
 
   // extend: $1 key_hash, $2 owner, $3 token, $4 ttl_ns.
-  sql += "PREPARE " + std::string(stmt_extend) +
-         " (bytea, bytea, bigint, bigint) AS"
-         " WITH up AS (UPDATE " +
-         n.entries + " SET expires_ns = " + now +
-         " + $4 WHERE key_hash = $1 AND owner = $2 AND token = $3"
-         " RETURNING owner, token, expires_ns)"
-         " SELECT true, owner, token, expires_ns FROM up"
-         " UNION ALL SELECT false, owner, token, expires_ns FROM " +
-         n.entries + " WHERE key_hash = $1 AND NOT EXISTS (SELECT FROM up);";
+  sql += "PREPARE " + std::string(stmt_extend) + " (bytea, bytea, bigint, bigint) AS" +
+         fenced_update(n, "expires_ns = " + now + " + $4", "owner, token, expires_ns",
+                       "true, owner, token, expires_ns", "false, owner, token, expires_ns") +
+         ";";
 
   const std::string clear =
       "owner = NULL, expires_ns = NULL, prev_owner = NULL, prev_token = NULL, prev_expires_ns = "
       "NULL";
   // release: $1 key_hash, $2 owner, $3 token. Notifies listeners on commit.
-  sql += "PREPARE " + std::string(stmt_release) +
-         " (bytea, bytea, bigint) AS"
-         " WITH up AS (UPDATE " +
-         n.entries + " SET " + clear +
-         " WHERE key_hash = $1 AND owner = $2 AND token = $3 RETURNING key_hash)"
-         " SELECT 'r'::text, " +
-         notify +
-         " FROM up UNION ALL"
-         " SELECT CASE WHEN owner IS NULL THEN 'n' ELSE 'o' END, NULL FROM " +
-         n.entries + " WHERE key_hash = $1 AND NOT EXISTS (SELECT FROM up);";
+  sql += "PREPARE " + std::string(stmt_release) + " (bytea, bytea, bigint) AS" +
+         fenced_update(n, clear, "key_hash", "'r'::text, " + notify,
+                       "CASE WHEN owner IS NULL THEN 'n' ELSE 'o' END, NULL") +
+         ";";
 
   // store_and_release: $1 key_hash, $2 owner, $3 token, $4 output. A rejected store reports
   // the current holder and whether the stored output is already this one (see the retry).
-  sql += "PREPARE " + std::string(stmt_store) +
-         " (bytea, bytea, bigint, bytea) AS"
-         " WITH up AS (UPDATE " +
-         n.entries + " SET output = $4, stored_at = statement_timestamp(), " + clear +
-         " WHERE key_hash = $1 AND owner = $2 AND token = $3 RETURNING key_hash)"
-         " SELECT true, NULL::bytea, NULL::bigint, NULL::bigint, NULL::boolean, " +
-         notify +
-         " FROM up UNION ALL"
-         " SELECT false, owner, token, expires_ns, output IS NOT DISTINCT FROM $4, NULL FROM " +
-         n.entries + " WHERE key_hash = $1 AND NOT EXISTS (SELECT FROM up);";
+  sql += "PREPARE " + std::string(stmt_store) + " (bytea, bytea, bigint, bytea) AS" +
+         fenced_update(n, "output = $4, stored_at = statement_timestamp(), " + clear, "key_hash",
+                       "true, NULL::bytea, NULL::bigint, NULL::bigint, NULL::boolean, " + notify,
+                       "false, owner, token, expires_ns, output IS NOT DISTINCT FROM $4, NULL") +
+         ";";
 
   // put: $1 key_hash, $2 key, $3 output; leaves any reservation alone.
   sql += "PREPARE " + std::string(stmt_put) +
