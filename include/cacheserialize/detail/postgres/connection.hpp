@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -159,6 +160,8 @@ class Result {
   Result() = default;
   explicit Result(PGresult* r) : r_(r, &PQclear) {}
 
+  bool empty() const noexcept { return !r_; }
+  const PGresult* raw() const noexcept { return r_.get(); }
   int rows() const noexcept { return r_ ? PQntuples(r_.get()) : 0; }
   bool null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
   std::string bytes(int row, int col) const {
@@ -324,32 +327,25 @@ class Connection {
       }
     }
     Result last;
-    PGresult* error = nullptr;
+    Result error;
     for (;;) {
       while (PQisBusy(conn_)) {
-        if (wait_socket(fd, true, false, deadline) == 0) {
-          if (error) PQclear(error);
-          timed_out();
-        }
-        if (!PQconsumeInput(conn_)) {
-          if (error) PQclear(error);
-          fail(FailureKind::broken, "lost the connection");
-        }
+        if (wait_socket(fd, true, false, deadline) == 0) timed_out();
+        if (!PQconsumeInput(conn_)) fail(FailureKind::broken, "lost the connection");
       }
       PGresult* r = PQgetResult(conn_);
       if (!r) break;
       const ExecStatusType st = PQresultStatus(r);
-      if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE || st == PGRES_NONFATAL_ERROR) {
-        if (!error) {
-          error = r;
-        } else {
-          PQclear(r);
-        }
+      const bool failed = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
+      if (failed && error.empty()) {
+        error = Result(r);
+      } else if (failed) {
+        PQclear(r);
       } else {
         last = Result(r);
       }
     }
-    if (error) raise(error);
+    if (!error.empty()) raise(error);
     return last;
   }
 
@@ -361,11 +357,10 @@ class Connection {
 
   // Turns an error result into a Failure: broken if the connection is gone or the server is
   // shutting down (SQLSTATE classes 08 and 57P), otherwise a server error.
-  [[noreturn]] void raise(PGresult* r) const {
-    const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  [[noreturn]] void raise(const Result& r) const {
+    const char* state = PQresultErrorField(r.raw(), PG_DIAG_SQLSTATE);
     std::string sqlstate = state ? state : "";
-    std::string message = tidy(PQresultErrorMessage(r));
-    PQclear(r);
+    std::string message = tidy(PQresultErrorMessage(r.raw()));
     const bool gone = PQstatus(conn_) != CONNECTION_OK || sqlstate.rfind("08", 0) == 0 ||
                       sqlstate.rfind("57P", 0) == 0;
     if (!sqlstate.empty()) message += " (SQLSTATE " + sqlstate + ")";

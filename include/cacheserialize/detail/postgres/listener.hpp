@@ -85,7 +85,13 @@ class Listener {
     std::unique_lock<std::mutex> lock(mu_);
     subs_[digest].push_back(Entry{&signal, false});
     if (state_ == State::listening) return;
-    start_locked();
+    try {
+      start_locked();
+    } catch (...) {
+      lock.unlock();
+      remove(digest, signal);
+      throw;
+    }
     const std::uint64_t attempts = attempts_;
     cv_.wait_for(lock, settings_.connect_timeout + settings_.statement_bound,
                  [&] { return state_ == State::listening || attempts_ > attempts || stop_; });
