@@ -14,15 +14,6 @@ install(EXPORT cacheserializeTargets
   NAMESPACE cacheserialize::
   DESTINATION ${CACHESERIALIZE_CMAKE_DIR})
 
-# cacheserialize::postgres, in an export set of its own: only consumers that ask for the
-# `postgres` component load it (and look for libpq).
-if(TARGET cacheserialize_postgres)
-  install(TARGETS cacheserialize_postgres EXPORT cacheserializePostgresTargets)
-  install(EXPORT cacheserializePostgresTargets
-    NAMESPACE cacheserialize::
-    DESTINATION ${CACHESERIALIZE_CMAKE_DIR})
-endif()
-
 configure_package_config_file(
   cmake/cacheserializeConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/cacheserializeConfig.cmake

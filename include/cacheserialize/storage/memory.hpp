@@ -22,6 +22,7 @@
 
 #include "../cache_key.hpp"
 #include "../clock.hpp"
+#include "../detail/get_or_extend.hpp"
 #include "../signal.hpp"
 #include "../storage.hpp"
 
@@ -65,27 +66,7 @@ class InMemoryStorage {
       result.output = *e.output;
       return result;
     }
-    const TimePoint expires = detail::saturating_add(req.now, req.ttl);
-    if (e.reservation) {
-      Reservation& r = *e.reservation;
-      if (r.owner == req.owner) {
-        r.expires_at = expires;
-        result.status = AcquireStatus::acquired;
-        result.reservation = r;
-        return result;
-      }
-      if (req.now < r.expires_at) {
-        result.status = AcquireStatus::held;
-        result.reservation = r;
-        result.remaining = r.expires_at - req.now;
-        return result;
-      }
-      result.previous = r;
-    }
-    e.reservation = Reservation{std::string(req.owner), next_token(), expires};
-    result.status = AcquireStatus::acquired;
-    result.reservation = *e.reservation;
-    return result;
+    return detail::get_or_extend(e.reservation, req, [this] { return next_token(); });
   }
 
   /// Extends `mine` to `now + ttl` if it is still the key's reservation.
