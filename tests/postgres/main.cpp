@@ -28,13 +28,8 @@ namespace pg = test::pg;
 
 constexpr int kSkip = 77;
 
-bool servers_required() {
-  const char* v = std::getenv("CACHESERIALIZE_REQUIRE_SERVERS");
-  return v && std::string(v) == "1";
-}
-
 int unavailable(const std::string& why) {
-  if (servers_required()) {
+  if (test::servers_required()) {
     std::cerr << "FAILED: no PostgreSQL server for the tests: " << why
               << " (CACHESERIALIZE_REQUIRE_SERVERS=1)\n";
     return 1;
@@ -53,7 +48,7 @@ int start_fixture(const std::string& dir) {
   if (old.count("dir") && !bin.empty()) pg::Server::attach(bin, old.at("dir"));  // a stale one
   if (bin.empty()) {
     pg::write_state(state_file(dir), {{"unavailable", why}});
-    return servers_required() ? unavailable(why) : 0;  // the tests themselves then skip
+    return test::servers_required() ? unavailable(why) : 0;  // the tests themselves then skip
   }
   try {
     std::unique_ptr<pg::Server> server = pg::Server::start(bin);

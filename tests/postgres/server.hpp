@@ -13,9 +13,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <netinet/in.h>
 #include <pwd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -34,6 +32,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "../server_support.hpp"
 
 #ifndef CACHESERIALIZE_PG_BIN_DEFAULT
 #define CACHESERIALIZE_PG_BIN_DEFAULT ""
@@ -89,24 +89,6 @@ inline std::string find_bin_dir(std::string& why) {
   if (candidates.empty()) why += " nothing (set CACHESERIALIZE_PG_BIN)";
   why += "; install the 'postgresql' package or set CACHESERIALIZE_PG_BIN";
   return "";
-}
-
-/// @return a TCP port on 127.0.0.1 that was free a moment ago.
-inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket() failed");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("could not find a free port");
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 inline std::string read_file(const std::string& path) {
@@ -297,7 +279,7 @@ class Server {
         "-p " + std::to_string(info_.port) +
         " -c listen_addresses=127.0.0.1 -c unix_socket_directories=" + dir_ +
         " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        " -c max_connections=300 -c shared_buffers=16MB";
+        " -c max_connections=300 -c max_prepared_transactions=10 -c shared_buffers=16MB";
     const int rc = run_command(account_,
                                {bin_ + "/pg_ctl", "-D", data(), "-l", dir_ + "/server.log", "-w",
                                 "-t", "60", "-o", options, "start"},

@@ -76,7 +76,7 @@ class Stopped {
 
 TEST_CASE("a PostgreSQL server that is down gives storage_error with libpq's message at once") {
   cs::PostgresOptions o = pg::options();
-  o.conninfo = "host=127.0.0.1 port=" + std::to_string(pg::free_port()) +
+  o.conninfo = "host=127.0.0.1 port=" + std::to_string(test::free_port()) +
                " user=worker dbname=flows password=" + kSecret;
   const auto t = std::chrono::steady_clock::now();
   const std::string what = message_of([&] { cs::PostgresStorage storage(o); });

@@ -75,9 +75,12 @@ TEST_CASE("after a server restart mid-run, everything works and nothing stored i
   REQUIRE(pg::eventually([&] { return waiter_manager.stats().waits == 1; }));
   const cs::Key locked("t", "1", "locked");
   storage.release(locked, storage.acquire(locked, {"a", {}, 30s, false}).reservation);
+  // The row lock is held by a prepared transaction, which outlives the shutdown: the statement
+  // is still blocked when the server terminates its session, however the shutdown is ordered.
   sql->exec("BEGIN");
   sql->exec("SELECT 1 FROM \"" + o.schema +
             "\".entries WHERE owner IS NULL AND output IS NULL FOR UPDATE");
+  sql->exec("PREPARE TRANSACTION 'restart_test_lock'");
   std::string in_flight_error;
   std::thread in_flight([&] {
     try {
@@ -92,9 +95,9 @@ TEST_CASE("after a server restart mid-run, everything works and nothing stored i
            1;
   }));
 
+  sql.reset();
   server->stop();  // with the lock still held: the statement is in flight when it goes
   in_flight.join();
-  sql.reset();
   CHECK_THAT(in_flight_error, Catch::Contains("PostgreSQL acquire"));
   CHECK(storage.stats().retries >= 1);  // it was retried once, on a server that was gone
 
@@ -115,6 +118,8 @@ TEST_CASE("after a server restart mid-run, everything works and nothing stored i
   CHECK(manager.stats().store_failures == 0);
 
   sql = std::make_unique<pg::Sql>(o.conninfo);
+  sql->exec("ROLLBACK PREPARED 'restart_test_lock'");
+  CHECK(storage.acquire(locked, {"b", {}, 30s, false}).status == cs::AcquireStatus::acquired);
   CHECK(outputs_digest(*sql, o.schema, the_ten) == before);            // unchanged, byte for byte
   CHECK(outputs_digest(*sql, o.schema, "true").rfind("11:", 0) == 0);  // and 100's
   const int runs_before = runs.load();
