@@ -20,6 +20,7 @@ std::string prepare_schema() {
   { cs::PostgresStorage create(o); }
   pg::Sql sql;
   sql.exec("CREATE TABLE \"" + o.schema + "\".body_log (k bigint NOT NULL, pid int NOT NULL)");
+  sql.exec("CREATE TABLE \"" + o.schema + "\".ready (pid int NOT NULL)");
   return o.schema;
 }
 
@@ -31,8 +32,9 @@ TEST_CASE("3 processes x 4 threads x 24 keys through separate connections: each 
   constexpr int keys = 24;
   std::vector<std::unique_ptr<pg::Child>> workers;
   for (int i = 0; i < processes; ++i) {
-    workers.push_back(std::make_unique<pg::Child>(std::vector<std::string>{
-        kWorker, "run", pg::server().conninfo(), schema, "4", std::to_string(keys), "10"}));
+    workers.push_back(std::make_unique<pg::Child>(
+        std::vector<std::string>{kWorker, "run", pg::server().conninfo(), schema, "4",
+                                 std::to_string(keys), "10", std::to_string(processes)}));
   }
   for (auto& w : workers) CHECK(w->wait(std::chrono::seconds(90)) == 0);
   pg::Sql sql;

@@ -3,9 +3,10 @@
 // a row to <schema>.body_log through a connection of its own, so the parent counts runs in the
 // database.
 //
-//   worker run CONNINFO SCHEMA THREADS KEYS WORK_MS
-//       THREADS threads each call square(k) for every k < KEYS (each from its own starting
-//       point); a body works WORK_MS. Exit 0 if every result was right.
+//   worker run CONNINFO SCHEMA THREADS KEYS WORK_MS PROCESSES
+//       once PROCESSES workers have connected (a barrier in <schema>.ready), THREADS threads
+//       each call square(k) for every k < KEYS (each from its own starting point); a body works
+//       WORK_MS. Exit 0 if every result was right.
 //   worker hold CONNINFO SCHEMA KEY HEARTBEAT_MS
 //       call square(KEY) with a body that logs, prints "holding", and never returns (the parent
 //       kills the process).
@@ -44,8 +45,20 @@ void log_run(const Args& a, long k) {
             ", " + std::to_string(::getpid()) + ")");
 }
 
-int run(const Args& a, int threads, long keys, int work_ms) {
+// Waits until `processes` workers have arrived, so that they all start together.
+void barrier(const Args& a, int processes) {
+  test::pg::Sql sql(a.conninfo);
+  const std::string ready = "\"" + a.schema + "\".ready";
+  sql.exec("INSERT INTO " + ready + " (pid) VALUES (" + std::to_string(::getpid()) + ")");
+  if (!test::pg::eventually(
+          [&] { return sql.number("SELECT count(*) FROM " + ready) >= processes; })) {
+    throw std::runtime_error("the other workers did not arrive");
+  }
+}
+
+int run(const Args& a, int threads, long keys, int work_ms, int processes) {
   cs::ReservationManager<cs::SystemClock, cs::PostgresStorage> manager(open_storage(a));
+  barrier(a, processes);
   auto square = cs::serialize_cached(
       [&](long k) {
         log_run(a, k);
@@ -99,8 +112,9 @@ int hold(const Args& a, long key, int heartbeat_ms) {
 int main(int argc, char** argv) {
   const std::vector<std::string> v(argv, argv + argc);
   try {
-    if (v.size() == 7 && v[1] == "run") {
-      return run(Args{v[2], v[3]}, std::stoi(v[4]), std::stol(v[5]), std::stoi(v[6]));
+    if (v.size() == 8 && v[1] == "run") {
+      return run(Args{v[2], v[3]}, std::stoi(v[4]), std::stol(v[5]), std::stoi(v[6]),
+                 std::stoi(v[7]));
     }
     if (v.size() == 6 && v[1] == "hold") {
       return hold(Args{v[2], v[3]}, std::stol(v[4]), std::stoi(v[5]));
@@ -109,7 +123,7 @@ int main(int argc, char** argv) {
     std::cerr << "worker: " << e.what() << "\n";
     return 2;
   }
-  std::cerr << "usage: worker run CONNINFO SCHEMA THREADS KEYS WORK_MS\n"
+  std::cerr << "usage: worker run CONNINFO SCHEMA THREADS KEYS WORK_MS PROCESSES\n"
                "       worker hold CONNINFO SCHEMA KEY HEARTBEAT_MS\n";
   return 2;
 }
