@@ -71,12 +71,12 @@ struct World {
   World()
       : durable(storage_in(dir.path() + "/durable", true)),
         lazy(storage_in(dir.path() + "/not_durable", false)),
-        durable_fn(cs::serialize_cached(bench::Payload{}, cs::TaskOptions{"payload", "1"},
-                                        cs::ReservationManager<cs::SystemClock, cs::FileSystemStorage>(
-                                            durable))),
-        lazy_fn(cs::serialize_cached(bench::Payload{}, cs::TaskOptions{"payload", "1"},
-                                     cs::ReservationManager<cs::SystemClock, cs::FileSystemStorage>(
-                                         lazy))),
+        durable_fn(cs::serialize_cached(
+            bench::Payload{}, cs::TaskOptions{"payload", "1"},
+            cs::ReservationManager<cs::SystemClock, cs::FileSystemStorage>(durable))),
+        lazy_fn(cs::serialize_cached(
+            bench::Payload{}, cs::TaskOptions{"payload", "1"},
+            cs::ReservationManager<cs::SystemClock, cs::FileSystemStorage>(lazy))),
         raw(make_dir(dir.path() + "/raw")) {
     // The sizes of the library's files, which the baselines read and write: an output, and a
     // reservation record.
@@ -165,7 +165,8 @@ void rewrite_record(benchmark::State& state) {
 // ---- the library -----------------------------------------------------------------------------
 
 void library_hit(benchmark::State& state) {
-  if (World* w = world.get(state)) bench::cached_hit<cs::FileSystemStorage>(state, w->durable_fn, {});
+  if (World* w = world.get(state))
+    bench::cached_hit<cs::FileSystemStorage>(state, w->durable_fn, {});
 }
 
 void library_miss(benchmark::State& state, bool durable) {

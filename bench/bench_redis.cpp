@@ -23,8 +23,9 @@ using Cached = bench::CachedPayload<cs::RedisStorage>;
 struct World {
   World()
       : storage(server.options("bench:")),
-        fn(cs::serialize_cached(bench::Payload{}, cs::TaskOptions{"payload", "1"},
-                                cs::ReservationManager<cs::SystemClock, cs::RedisStorage>(storage))),
+        fn(cs::serialize_cached(
+            bench::Payload{}, cs::TaskOptions{"payload", "1"},
+            cs::ReservationManager<cs::SystemClock, cs::RedisStorage>(storage))),
         raw(server.port()) {
     raw.command({"SET", "raw:hit", bench::Payload{}(42)});
   }
@@ -67,8 +68,8 @@ void get_set(benchmark::State& state) {
       if (w->raw.command({"GET", key}) != "(nil)") throw std::runtime_error("the key exists");
       benchmark::DoNotOptimize(w->raw.command({"SET", key, bench::Payload{}(7)}));
     }
-    bench::per_call(state, "round_trips_per_miss", 2 * static_cast<std::uint64_t>(state.iterations()),
-                    2);
+    bench::per_call(state, "round_trips_per_miss",
+                    2 * static_cast<std::uint64_t>(state.iterations()), 2);
   });
 }
 
@@ -99,11 +100,10 @@ void bench::register_benchmarks() {
 
   add("redis_miss/unique_keys/get_set", get_set);
   add("redis_miss/unique_keys/cacheserialize", library_miss);
-  bench::compare({"redis_miss/unique_keys", "get_set", "", "", 0, 0, false,
-                  {"round_trips_per_miss"}});
+  bench::compare(
+      {"redis_miss/unique_keys", "get_set", "", "", 0, 0, false, {"round_trips_per_miss"}});
 
   add("redis_extend/1_key/get", get, "round_trips_per_extension");
   add("redis_extend/1_key/cacheserialize", library_extend);
-  bench::compare({"redis_extend/1_key", "get", "", "", 0, 0, false,
-                  {"round_trips_per_extension"}});
+  bench::compare({"redis_extend/1_key", "get", "", "", 0, 0, false, {"round_trips_per_extension"}});
 }

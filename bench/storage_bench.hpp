@@ -138,7 +138,8 @@ void storage_extend(benchmark::State& state, Storage& storage,
     using namespace std::chrono_literals;
     constexpr cs::Duration kTtl = 30s;
     const cs::Key key("bench-extend", "1", std::to_string(unique_number()));
-    const cs::AcquireResult r = storage.acquire(key, {"bench-owner", cs::SystemClock{}.now(), kTtl});
+    const cs::AcquireResult r =
+        storage.acquire(key, {"bench-owner", cs::SystemClock{}.now(), kTtl});
     if (r.status != cs::AcquireStatus::acquired) throw std::runtime_error("not acquired");
     const std::uint64_t before = round_trips ? round_trips() : 0;
     for (auto _ : state) {
