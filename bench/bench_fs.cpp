@@ -183,23 +183,21 @@ void library_extend(benchmark::State& state) {
 
 void bench::register_benchmarks() {
   // Quick (CI): a fixed handful of calls, so that fsyncs on a slow disk cannot stretch the step.
-  auto add = [](const std::string& name, auto fn, auto... args) {
-    auto* b = benchmark::RegisterBenchmark(name.c_str(), fn, args...);
-    if (bench::quick()) b->Iterations(20);
-  };
-  add("fs_hit/1_key/read_file", read_file);
-  add("fs_hit/1_key/cacheserialize", library_hit);
+  constexpr int kQuickCalls = 20;
+
+  bench::add("fs_hit/1_key/read_file", kQuickCalls, read_file);
+  bench::add("fs_hit/1_key/cacheserialize", kQuickCalls, library_hit);
   bench::compare({"fs_hit/1_key", "read_file", "", ""});
 
-  add("fs_miss/durable/write_fsync_rename", write_rename, true);
-  add("fs_miss/durable/cacheserialize", library_miss, true);
+  bench::add("fs_miss/durable/write_fsync_rename", kQuickCalls, write_rename, true);
+  bench::add("fs_miss/durable/cacheserialize", kQuickCalls, library_miss, true);
   bench::compare({"fs_miss/durable", "write_fsync_rename", "", ""});
 
-  add("fs_miss/not_durable/write_rename", write_rename, false);
-  add("fs_miss/not_durable/cacheserialize", library_miss, false);
+  bench::add("fs_miss/not_durable/write_rename", kQuickCalls, write_rename, false);
+  bench::add("fs_miss/not_durable/cacheserialize", kQuickCalls, library_miss, false);
   bench::compare({"fs_miss/not_durable", "write_rename", "", ""});
 
-  add("fs_extend/1_key/write_rename", rewrite_record);
-  add("fs_extend/1_key/cacheserialize", library_extend);
+  bench::add("fs_extend/1_key/write_rename", kQuickCalls, rewrite_record);
+  bench::add("fs_extend/1_key/cacheserialize", kQuickCalls, library_extend);
   bench::compare({"fs_extend/1_key", "write_rename", "", ""});
 }

@@ -144,10 +144,6 @@ struct World {
 
 bench::Fixture<World> world([] { return std::make_unique<World>(); });
 
-std::function<std::uint64_t()> counter(World* w) {
-  return [w] { return w->round_trips(); };
-}
-
 // ---- baselines -------------------------------------------------------------------------------
 
 /// `statements` prepared `SELECT 1`s per call.
@@ -192,42 +188,20 @@ void kv(benchmark::State& state, bool hit) {
   });
 }
 
-// ---- the library -----------------------------------------------------------------------------
-
-void library_hit(benchmark::State& state) {
-  if (World* w = world.get(state)) bench::cached_hit<cs::PostgresStorage>(state, w->fn, counter(w));
-}
-
-void library_miss(benchmark::State& state) {
-  if (World* w = world.get(state)) {
-    bench::cached_miss<cs::PostgresStorage>(state, w->fn, counter(w));
-  }
-}
-
-void library_extend(benchmark::State& state) {
-  if (World* w = world.get(state)) bench::storage_extend(state, w->storage, counter(w));
-}
-
 }  // namespace
 
 void bench::register_benchmarks() {
-  auto add = [](const std::string& name, auto fn, auto... args) {
-    auto* b = benchmark::RegisterBenchmark(name.c_str(), fn, args...);
-    if (bench::quick()) b->Iterations(50);
-  };
-  add("pg_hit/1_key/select_1", select_1, 1, "round_trips_per_hit");
-  add("pg_hit/1_key/kv_select", kv, true);
-  add("pg_hit/1_key/cacheserialize", library_hit);
+  constexpr int kQuickCalls = 50;
+  bench::add("pg_hit/1_key/select_1", kQuickCalls, select_1, 1, "round_trips_per_hit");
+  bench::add("pg_hit/1_key/kv_select", kQuickCalls, kv, true);
+  bench::add("pg_miss/unique_keys/select_1_twice", kQuickCalls, select_1, 2,
+             "round_trips_per_miss");
+  bench::add("pg_miss/unique_keys/kv_select_insert", kQuickCalls, kv, false);
+  bench::add("pg_extend/1_key/select_1", kQuickCalls, select_1, 1, "round_trips_per_extension");
+  bench::add_library_cases<cs::PostgresStorage>("pg", world, kQuickCalls);
   bench::compare({"pg_hit/1_key", "select_1", "", "", 0, 0, false, {"round_trips_per_hit"}});
-
-  add("pg_miss/unique_keys/select_1_twice", select_1, 2, "round_trips_per_miss");
-  add("pg_miss/unique_keys/kv_select_insert", kv, false);
-  add("pg_miss/unique_keys/cacheserialize", library_miss);
   bench::compare(
       {"pg_miss/unique_keys", "select_1_twice", "", "", 0, 0, false, {"round_trips_per_miss"}});
-
-  add("pg_extend/1_key/select_1", select_1, 1, "round_trips_per_extension");
-  add("pg_extend/1_key/cacheserialize", library_extend);
   bench::compare(
       {"pg_extend/1_key", "select_1", "", "", 0, 0, false, {"round_trips_per_extension"}});
 }

@@ -39,10 +39,6 @@ struct World {
 
 bench::Fixture<World> world([] { return std::make_unique<World>(); });
 
-std::function<std::uint64_t()> counter(World* w) {
-  return [w] { return w->round_trips(); };
-}
-
 // ---- baselines -------------------------------------------------------------------------------
 
 void get(benchmark::State& state, const char* counter_name) {
@@ -73,37 +69,16 @@ void get_set(benchmark::State& state) {
   });
 }
 
-// ---- the library -----------------------------------------------------------------------------
-
-void library_hit(benchmark::State& state) {
-  if (World* w = world.get(state)) bench::cached_hit<cs::RedisStorage>(state, w->fn, counter(w));
-}
-
-void library_miss(benchmark::State& state) {
-  if (World* w = world.get(state)) bench::cached_miss<cs::RedisStorage>(state, w->fn, counter(w));
-}
-
-void library_extend(benchmark::State& state) {
-  if (World* w = world.get(state)) bench::storage_extend(state, w->storage, counter(w));
-}
-
 }  // namespace
 
 void bench::register_benchmarks() {
-  auto add = [](const std::string& name, auto fn, auto... args) {
-    auto* b = benchmark::RegisterBenchmark(name.c_str(), fn, args...);
-    if (bench::quick()) b->Iterations(50);
-  };
-  add("redis_hit/1_key/get", get, "round_trips_per_hit");
-  add("redis_hit/1_key/cacheserialize", library_hit);
+  constexpr int kQuickCalls = 50;
+  bench::add("redis_hit/1_key/get", kQuickCalls, get, "round_trips_per_hit");
+  bench::add("redis_miss/unique_keys/get_set", kQuickCalls, get_set);
+  bench::add("redis_extend/1_key/get", kQuickCalls, get, "round_trips_per_extension");
+  bench::add_library_cases<cs::RedisStorage>("redis", world, kQuickCalls);
   bench::compare({"redis_hit/1_key", "get", "", "", 0, 0, false, {"round_trips_per_hit"}});
-
-  add("redis_miss/unique_keys/get_set", get_set);
-  add("redis_miss/unique_keys/cacheserialize", library_miss);
   bench::compare(
       {"redis_miss/unique_keys", "get_set", "", "", 0, 0, false, {"round_trips_per_miss"}});
-
-  add("redis_extend/1_key/get", get, "round_trips_per_extension");
-  add("redis_extend/1_key/cacheserialize", library_extend);
   bench::compare({"redis_extend/1_key", "get", "", "", 0, 0, false, {"round_trips_per_extension"}});
 }

@@ -154,4 +154,33 @@ void storage_extend(benchmark::State& state, Storage& storage,
   });
 }
 
+/// Registers a single-threaded benchmark that makes `quick_calls` calls under --quick.
+template <class Fn, class... Args>
+void add(const std::string& name, int quick_calls, Fn fn, Args... args) {
+  benchmark::internal::Benchmark* b = benchmark::RegisterBenchmark(name.c_str(), fn, args...);
+  if (quick()) b->Iterations(quick_calls);
+}
+
+/// Registers the library's side of `<prefix>_hit/1_key`, `<prefix>_miss/unique_keys` and
+/// `<prefix>_extend/1_key` (variant `cacheserialize`), for a server's world: a World has the
+/// wrapped function `fn`, the `storage`, and `round_trips()` from the storage's counter.
+template <class Storage, class World>
+void add_library_cases(const std::string& prefix, Fixture<World>& world, int quick_calls) {
+  auto counter = [](World* w) {
+    return std::function<std::uint64_t()>([w] { return w->round_trips(); });
+  };
+  add(prefix + "_hit/1_key/cacheserialize", quick_calls,
+      [&world, counter](benchmark::State& state) {
+        if (World* w = world.get(state)) cached_hit<Storage>(state, w->fn, counter(w));
+      });
+  add(prefix + "_miss/unique_keys/cacheserialize", quick_calls,
+      [&world, counter](benchmark::State& state) {
+        if (World* w = world.get(state)) cached_miss<Storage>(state, w->fn, counter(w));
+      });
+  add(prefix + "_extend/1_key/cacheserialize", quick_calls,
+      [&world, counter](benchmark::State& state) {
+        if (World* w = world.get(state)) storage_extend(state, w->storage, counter(w));
+      });
+}
+
 }  // namespace bench
