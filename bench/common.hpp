@@ -75,7 +75,7 @@ void compare(Comparison c);
 
 /// Skips a benchmark that cannot run here (a storage whose server is not installed), with the
 /// reason in the table. Unlike any other error it does not fail the binary, unless
-/// CACHESERIALIZE_REQUIRE_SERVERS is set (as in CI, where the servers must be there).
+/// CACHESERIALIZE_REQUIRE_SERVERS=1 is set (as in CI, where the servers must be there).
 void skip(benchmark::State& state, const std::string& why);
 
 // ---- instruction counts ----------------------------------------------------------------------

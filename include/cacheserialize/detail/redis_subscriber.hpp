@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -151,7 +150,10 @@ class RedisSubscriber {
     std::unique_ptr<RedisConnection> conn;
     bool ever_connected = false;
     auto last_read = std::chrono::steady_clock::now();
-    std::optional<std::chrono::steady_clock::time_point> ping_sent;
+    // When the unanswered PING went out, if one is out (a flag beside a time point, where an
+    // optional made gcc -O3 warn of a maybe-uninitialized read).
+    bool pinging = false;
+    auto ping_sent = last_read;
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
       if (!conn) {
@@ -189,7 +191,7 @@ class RedisSubscriber {
         ever_connected = true;
         down_ = false;
         last_read = std::chrono::steady_clock::now();
-        ping_sent.reset();
+        pinging = false;
       }
 
       // Bring the server's subscriptions in line with the waiters.
@@ -212,8 +214,9 @@ class RedisSubscriber {
       try {
         if (subscribe.size() > 1) conn->append(subscribe);
         if (unsubscribe.size() > 1) conn->append(unsubscribe);
-        if (!ping_sent && now - last_read >= kIdlePing) {
+        if (!pinging && now - last_read >= kIdlePing) {
           conn->append({"PING"});
+          pinging = true;
           ping_sent = now;
         }
         ok = flush(*conn);
@@ -224,7 +227,7 @@ class RedisSubscriber {
       std::vector<RedisReplyPtr> replies;
       if (ok) {
         auto deadline = last_read + kIdlePing;
-        if (ping_sent) deadline = *ping_sent + options_.command_timeout;
+        if (pinging) deadline = ping_sent + options_.command_timeout;
         const auto wait = std::max(std::chrono::milliseconds(1),
                                    std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
         pollfd fds[2] = {{conn->fd(), POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
@@ -233,9 +236,9 @@ class RedisSubscriber {
         if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
           ok = read_available(*conn, replies);
           last_read = std::chrono::steady_clock::now();
-          ping_sent.reset();  // any traffic shows the connection is alive
-        } else if (ping_sent &&
-                   std::chrono::steady_clock::now() - *ping_sent >= options_.command_timeout) {
+          pinging = false;  // any traffic shows the connection is alive
+        } else if (pinging &&
+                   std::chrono::steady_clock::now() - ping_sent >= options_.command_timeout) {
           ok = false;  // the server did not answer a PING in time: assume a dead peer
         }
       }
