@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "support.hpp"
 
@@ -172,6 +173,25 @@ void check_storage_contract(MakeStorage make, ContractOptions options = {}) {
     storage.put(key, make_output<S>("two"));
     REQUIRE(storage.get(key));
     CHECK(text_of<S>(*storage.get(key)) == "two");
+  }
+
+  if constexpr (cs::storage_traits<S>::visits_outputs) {
+    SECTION("visit_output lends the output get returns, and calls nothing when there is none") {
+      int calls = 0;
+      std::string seen;
+      auto look = [&](const cs::StoredOutput& out) {
+        ++calls;
+        seen = text_of<S>(out);
+      };
+      CHECK_FALSE(std::as_const(storage).visit_output(key, look));
+      CHECK(calls == 0);
+      storage.put(key, make_output<S>("lent"));
+      CHECK(std::as_const(storage).visit_output(key, look));
+      CHECK(calls == 1);
+      CHECK(seen == "lent");
+      CHECK_FALSE(std::as_const(storage).visit_output(other_key, look));
+      CHECK(calls == 1);
+    }
   }
 
   if constexpr (cs::storage_traits<S>::notifies) {

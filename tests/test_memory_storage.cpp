@@ -1,6 +1,12 @@
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdint>
 #include <set>
+#include <stdexcept>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "storage_contract.hpp"
 
@@ -15,6 +21,82 @@ TEST_CASE("InMemoryStorage keeps outputs as objects, so a hit is a copy and not 
   STATIC_REQUIRE((cs::storage_traits<cs::InMemoryStorage>::notifies));
   STATIC_REQUIRE((cs::storage_traits<cs::InMemoryStorage>::probe_before_acquire));
   STATIC_REQUIRE((cs::is_storage_v<cs::InMemoryStorage>));
+  STATIC_REQUIRE((cs::storage_traits<cs::InMemoryStorage>::visits_outputs));
+}
+
+TEST_CASE("InMemoryStorage lets an exception out of visit_output and releases the shard") {
+  cs::InMemoryStorage storage(1);  // one shard: the put below needs the lock visit_output took
+  const cs::Key key("t", "1", "k");
+  storage.put(key, cs::StoredOutput::from_object(std::make_shared<const int>(1)));
+  REQUIRE_THROWS_WITH(
+      storage.visit_output(key, [](const cs::StoredOutput&) { throw std::runtime_error("copy"); }),
+      "copy");
+  // A read lock left behind would keep this writer waiting: it runs on a thread, within a bound.
+  std::atomic<bool> stored{false};
+  std::thread writer([&] {
+    storage.put(key, cs::StoredOutput::from_object(std::make_shared<const int>(2)));
+    stored.store(true);
+  });
+  const auto give_up = std::chrono::steady_clock::now() + test::kBound;
+  while (!stored.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  REQUIRE(stored.load());  // otherwise the writer is stuck: fail instead of joining it
+  writer.join();
+  int value = 0;
+  CHECK(storage.visit_output(key, [&](const cs::StoredOutput& out) {
+    value = *static_cast<const int*>(out.object.get());
+  }));
+  CHECK(value == 2);
+}
+
+TEST_CASE("InMemoryStorage serves hits on one key from many threads while it is rewritten") {
+  cs::InMemoryStorage storage(2);
+  const cs::Key key("t", "1", "hot");
+  // Every stored value is a pair of equal numbers: a reader that sees them differ, or an output
+  // that vanished under it, read a store in progress.
+  using Pair = std::pair<std::int64_t, std::int64_t>;
+  auto output = [](std::int64_t n) {
+    return cs::StoredOutput::from_object(std::make_shared<const Pair>(n, n));
+  };
+  storage.put(key, output(0));
+  constexpr int kWrites = 2000;
+  std::atomic<bool> writing{true};
+  std::atomic<int> torn{0};
+  std::atomic<int> misses{0};
+  std::atomic<std::int64_t> hits{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&, t] {
+      while (writing.load()) {
+        Pair seen;
+        auto copy = [&](const cs::StoredOutput& out) {
+          seen = *static_cast<const Pair*>(out.object.get());
+        };
+        bool found = false;
+        if (t == 0) {  // one reader through get, the others in place
+          if (const auto out = storage.get(key)) {
+            copy(*out);
+            found = true;
+          }
+        } else {
+          found = storage.visit_output(key, copy);
+        }
+        if (!found) misses.fetch_add(1);
+        if (found && seen.first != seen.second) torn.fetch_add(1);
+        hits.fetch_add(found ? 1 : 0);
+      }
+    });
+  }
+  for (std::int64_t n = 1; n <= kWrites; ++n) storage.put(key, output(n));
+  writing.store(false);
+  for (auto& th : readers) th.join();
+  CHECK(torn.load() == 0);
+  CHECK(misses.load() == 0);
+  CHECK(hits.load() > 0);
+  std::int64_t last = 0;
+  REQUIRE(storage.visit_output(key, [&](const cs::StoredOutput& out) {
+    last = static_cast<const Pair*>(out.object.get())->first;
+  }));
+  CHECK(last == kWrites);
 }
 
 TEST_CASE("InMemoryStorage copies share one store") {

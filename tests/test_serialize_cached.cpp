@@ -35,6 +35,11 @@ class FlakyStorage : public cs::InMemoryStorage {
     if (faults->acquire) throw cs::storage_error("connection refused", key.describe());
     return InMemoryStorage::get(key);
   }
+  template <class F>
+  bool visit_output(const cs::Key& key, F&& f) const {  // hits use it instead of get
+    if (faults->acquire) throw cs::storage_error("connection refused", key.describe());
+    return InMemoryStorage::visit_output(key, std::forward<F>(f));
+  }
   cs::ExtendResult extend(const cs::Key& key, const cs::Reservation& mine, cs::TimePoint now,
                           cs::Duration ttl) {
     if (faults->extend) throw cs::storage_error("network partition", key.describe());
@@ -50,6 +55,53 @@ class FlakyStorage : public cs::InMemoryStorage {
 };
 
 using FlakyManager = cs::ReservationManager<cs::ManualClock, FlakyStorage>;
+
+/// An in-memory store, wrapped member by member, that counts how hits read it. It has no
+/// visit_output: hits must go through get.
+class GetOnlyStorage {
+ public:
+  static constexpr bool stores_objects = true;
+  struct Calls {
+    std::atomic<int> get{0};
+    std::atomic<int> visit{0};
+  };
+
+  std::optional<cs::StoredOutput> get(const cs::Key& key) const {
+    ++calls->get;
+    return inner.get(key);
+  }
+  cs::AcquireResult acquire(const cs::Key& key, const cs::AcquireRequest& req) {
+    return inner.acquire(key, req);
+  }
+  cs::ExtendResult extend(const cs::Key& key, const cs::Reservation& mine, cs::TimePoint now,
+                          cs::Duration ttl) {
+    return inner.extend(key, mine, now, ttl);
+  }
+  cs::ReleaseStatus release(const cs::Key& key, const cs::Reservation& mine) {
+    return inner.release(key, mine);
+  }
+  cs::StoreResult store_and_release(const cs::Key& key, const cs::Reservation& mine,
+                                    cs::StoredOutput out, cs::TimePoint now) {
+    return inner.store_and_release(key, mine, std::move(out), now);
+  }
+  void put(const cs::Key& key, cs::StoredOutput out) { inner.put(key, std::move(out)); }
+  cs::Subscription subscribe(const cs::Key& key, cs::Signal& signal) {
+    return inner.subscribe(key, signal);
+  }
+
+  cs::InMemoryStorage inner;
+  std::shared_ptr<Calls> calls = std::make_shared<Calls>();
+};
+
+/// The same, with visit_output.
+class VisitingStorage : public GetOnlyStorage {
+ public:
+  template <class F>
+  bool visit_output(const cs::Key& key, F&& f) const {
+    ++calls->visit;
+    return inner.visit_output(key, std::forward<F>(f));
+  }
+};
 
 }  // namespace
 
@@ -746,4 +798,34 @@ TEST_CASE("keys copied from a call's events outlive the wrapped function") {
     CHECK(key.cache_version() == "7");
     CHECK(key.describe().find("task 'lifetime.task' version '7'") == 0);
   }
+}
+
+TEMPLATE_TEST_CASE(
+    "a hit reads the output in place when the storage has visit_output, and "
+    "through get otherwise",
+    "", GetOnlyStorage, VisitingStorage) {
+  constexpr bool visits = std::is_same<TestType, VisitingStorage>::value;
+  STATIC_REQUIRE(cs::storage_traits<TestType>::visits_outputs == visits);
+  TestType storage;
+  cs::ManualClock clock;
+  cs::ReservationManager<cs::ManualClock, TestType> manager(storage, clock);
+  cs::TaskOptions options{"counted", "1"};
+  SECTION("serialised calls") {}
+  SECTION("cache-only calls") { options.serialize = false; }
+  int runs = 0;
+  auto f = cs::serialize_cached(
+      [&runs](int n) {
+        ++runs;
+        return std::vector<std::string>(static_cast<std::size_t>(n), "v");
+      },
+      options, manager);
+  CHECK(f(3).size() == 3);  // a miss: the function runs
+  CHECK(runs == 1);
+  const int gets = storage.calls->get.load();
+  const int visits_before = storage.calls->visit.load();
+  for (int i = 0; i < 4; ++i) CHECK(f(3) == std::vector<std::string>(3, "v"));
+  CHECK(runs == 1);
+  CHECK(manager.stats().hits == 4);
+  CHECK(storage.calls->get.load() - gets == (visits ? 0 : 4));
+  CHECK(storage.calls->visit.load() - visits_before == (visits ? 4 : 0));
 }

@@ -341,6 +341,20 @@ class ReservationManager {
   template <class Fn, class C, class S, class Signature>
   friend class SerializedFunction;
 
+  // A hit read in place (storages with visit_output): `f(const StoredOutput&)` copies the value
+  // out. Counts a hit or a miss as `lookup` does; events are emitted after the storage's call.
+  // @return whether there was an output.
+  template <class F>
+  bool visit(const Key& key, F&& f) const {
+    Core& core = *core_;
+    if (core.storage.visit_output(key, std::forward<F>(f))) {
+      note_hit(key);
+      return true;
+    }
+    core.counters.misses.add();
+    return false;
+  }
+
   static std::shared_ptr<Core> make_core(Storage storage, Clock clock, ManagerOptions options) {
     detail::validate("cacheserialize::ReservationManager", options);
     return std::make_shared<Core>(std::move(storage), std::move(clock), std::move(options));

@@ -114,7 +114,7 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
   static R call_serialized(const State& s, const Key& key, const ClaimOptions& claim_options,
                            Args&&... args) {
     if (storage_traits<Storage>::probe_before_acquire && !claim_options.overwrite) {
-      if (const std::optional<StoredOutput> out = s.manager.lookup(key)) return decode(key, *out);
+      if (std::optional<R> hit = probe(s, key)) return std::move(*hit);
     }
     auto claim = s.manager.acquire_or_wait(key, claim_options);
     if (claim.is_hit()) return decode(key, claim.output());
@@ -136,12 +136,26 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
 
   static R call_cache_only(const State& s, const Key& key, Args&&... args) {
     if (!s.options.overwrite_cache) {
-      if (std::optional<StoredOutput> out = s.manager.lookup(key)) return decode(key, *out);
+      if (std::optional<R> hit = probe(s, key)) return std::move(*hit);
     }
     R value = std::invoke(s.fn, std::forward<Args>(args)...);
     try {
       s.manager.put(key, encode(value));
     } catch (...) {  // best effort, as for serialised calls
+    }
+    return value;
+  }
+
+  // The stored output of `key`, decoded, if any. A storage with visit_output lends the output
+  // for the copy; others return a copy of it (for an object storage: of its shared_ptr).
+  static std::optional<R> probe(const State& s, const Key& key) {
+    std::optional<R> value;
+    if constexpr (storage_traits<Storage>::visits_outputs) {
+      s.manager.visit(key, [&](const StoredOutput& out) { value.emplace(decode(key, out)); });
+    } else {
+      if (const std::optional<StoredOutput> out = s.manager.lookup(key)) {
+        value.emplace(decode(key, *out));
+      }
     }
     return value;
   }

@@ -44,6 +44,15 @@
 ///         // put or release of the key. A storage that may miss such an event (a dropped
 ///         // connection) must raise the signals of all its subscribers when it recovers.
 ///         // Storages without it are polled.
+///     template <class F> bool visit_output(const Key&, F&& f) const;
+///         // if an output is stored: calls f(const StoredOutput&) while that output is
+///         // guaranteed to stay alive and unchanged (e.g. under the storage's read lock), then
+///         // returns true; otherwise returns false without calling f. f only copies or decodes
+///         // the value out; it must not call the storage, and may throw (visit_output must let
+///         // the exception through, releasing what it holds). When present, hits use it instead
+///         // of get(), so a hit need not copy a StoredOutput (for an object storage: no shared
+///         // reference count that every thread's hits write). A storage derived from one that
+///         // has it and that changes get() must change visit_output likewise.
 ///
 /// Time: the manager passes its clock's `now`. A storage with its own authoritative clock (a
 /// database server) may ignore it and use its own; `AcquireResult::remaining` is then what lets
@@ -221,6 +230,9 @@ CACHESERIALIZE_DETECT(has_put, std::declval<S&>().put(std::declval<const Key&>()
 CACHESERIALIZE_DETECT(has_subscribe,
                       Subscription(std::declval<S&>().subscribe(std::declval<const Key&>(),
                                                                 std::declval<Signal&>())));
+CACHESERIALIZE_DETECT(has_visit_output, bool(std::declval<const S&>().visit_output(
+                                            std::declval<const Key&>(),
+                                            std::declval<void (&)(const StoredOutput&)>())));
 CACHESERIALIZE_DETECT(has_stores_objects, S::stores_objects);
 CACHESERIALIZE_DETECT(has_probe_before_acquire, S::probe_before_acquire);
 
@@ -255,6 +267,8 @@ struct storage_traits {
   static constexpr bool probe_before_acquire = detail::probe_before_acquire<S>();
   /// Waiters are woken by `subscribe` instead of polling.
   static constexpr bool notifies = detail::has_subscribe<S>::value;
+  /// Hits read the output in place with `visit_output` instead of copying it with `get`.
+  static constexpr bool visits_outputs = detail::has_visit_output<S>::value;
 };
 
 /// Whether `S` has every required storage member.
