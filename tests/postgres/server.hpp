@@ -31,6 +31,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../server_support.hpp"
@@ -80,7 +81,7 @@ inline std::string find_bin_dir(std::string& why) {
   std::sort(installed.begin(), installed.end(), [](const std::string& a, const std::string& b) {
     return a.size() != b.size() ? a.size() > b.size() : a > b;  // newest version first
   });
-  candidates.insert(candidates.end(), installed.begin(), installed.end());
+  for (std::string& dir : installed) candidates.push_back(std::move(dir));
   for (const std::string& dir : candidates) {
     if (executable(dir + "/initdb") && executable(dir + "/pg_ctl")) return dir;
   }
