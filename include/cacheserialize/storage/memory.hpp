@@ -48,11 +48,8 @@ class InMemoryStorage {
 
   /// @return the stored output for `key`, if any.
   std::optional<StoredOutput> get(const Key& key) const {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    const Shard& shard = state_->shards[i];
-    ReadLock lock(state_->locks, i);
-    const Entry* e = shard.entries.find(h, key.encoded());
+    const auto shard = lock_shard<ReadLock>(key);
+    const Entry* e = shard.find(key.encoded());
     if (!e || !e->output) return std::nullopt;
     return e->output;
   }
@@ -65,11 +62,8 @@ class InMemoryStorage {
   /// @return whether there was an output (and `f` was called).
   template <class F>
   bool visit_output(const Key& key, F&& f) const {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    const Shard& shard = state_->shards[i];
-    ReadLock lock(state_->locks, i);
-    const Entry* e = shard.entries.find(h, key.encoded());
+    const auto shard = lock_shard<ReadLock>(key);
+    const Entry* e = shard.find(key.encoded());
     if (!e || !e->output) return false;
     std::forward<F>(f)(static_cast<const StoredOutput&>(*e->output));
     return true;
@@ -77,11 +71,8 @@ class InMemoryStorage {
 
   /// Get-or-extend, as the storage contract in storage.hpp describes.
   AcquireResult acquire(const Key& key, const AcquireRequest& req) {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    Shard& shard = state_->shards[i];
-    WriteLock lock(state_->locks, i);
-    Entry& e = shard.entries.get_or_add(h, key.encoded());
+    auto shard = lock_shard<WriteLock>(key);
+    Entry& e = shard.get_or_add(key.encoded());
     AcquireResult result;
     if (!req.overwrite && e.output) {
       result.status = AcquireStatus::hit;
@@ -93,12 +84,9 @@ class InMemoryStorage {
 
   /// Extends `mine` to `now + ttl` if it is still the key's reservation.
   ExtendResult extend(const Key& key, const Reservation& mine, TimePoint now, Duration ttl) {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    Shard& shard = state_->shards[i];
-    WriteLock lock(state_->locks, i);
+    auto shard = lock_shard<WriteLock>(key);
     ExtendResult result;
-    Entry* e = shard.entries.find(h, key.encoded());
+    Entry* e = shard.find(key.encoded());
     if (!e || !e->reservation) return result;
     Reservation& r = *e->reservation;
     if (!same(r, mine)) {
@@ -113,27 +101,21 @@ class InMemoryStorage {
 
   /// Releases `mine` if it is still the key's reservation, and wakes the key's waiters.
   ReleaseStatus release(const Key& key, const Reservation& mine) {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    Shard& shard = state_->shards[i];
-    WriteLock lock(state_->locks, i);
-    Entry* e = shard.entries.find(h, key.encoded());
+    auto shard = lock_shard<WriteLock>(key);
+    Entry* e = shard.find(key.encoded());
     if (!e || !e->reservation) return ReleaseStatus::not_held;
     if (!same(*e->reservation, mine)) return ReleaseStatus::held_by_other;
     e->reservation.reset();
-    settle(shard, *e);
+    shard.settle(*e);
     return ReleaseStatus::released;
   }
 
   /// Stores `output` and releases `mine` in one step, if `mine` is still the key's reservation.
   StoreResult store_and_release(const Key& key, const Reservation& mine, StoredOutput output,
                                 TimePoint /*now*/) {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    Shard& shard = state_->shards[i];
-    WriteLock lock(state_->locks, i);
+    auto shard = lock_shard<WriteLock>(key);
     StoreResult result;
-    Entry* e = shard.entries.find(h, key.encoded());
+    Entry* e = shard.find(key.encoded());
     if (!e || !e->reservation) return result;
     if (!same(*e->reservation, mine)) {
       result.current = *e->reservation;
@@ -141,20 +123,17 @@ class InMemoryStorage {
     }
     e->output = std::move(output);
     e->reservation.reset();
-    settle(shard, *e);
+    shard.settle(*e);
     result.status = StoreStatus::stored;
     return result;
   }
 
   /// Stores `output` whoever holds the key, and wakes the key's waiters.
   void put(const Key& key, StoredOutput output) {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    Shard& shard = state_->shards[i];
-    WriteLock lock(state_->locks, i);
-    Entry& e = shard.entries.get_or_add(h, key.encoded());
+    auto shard = lock_shard<WriteLock>(key);
+    Entry& e = shard.get_or_add(key.encoded());
     e.output = std::move(output);
-    settle(shard, e);
+    shard.settle(e);
   }
 
   /// Raises `signal` after every store, put, release or erase of `key` while the returned
@@ -163,41 +142,34 @@ class InMemoryStorage {
     const std::size_t h = hash_of(key);
     const std::size_t i = shard_index(h);
     {
-      WriteLock lock(state_->locks, i);
-      state_->shards[i].entries.get_or_add(h, key.encoded()).watchers.push_back(&signal);
+      LockedShard<WriteLock> shard(*state_, h, i);
+      shard.get_or_add(key.encoded()).watchers.push_back(&signal);
     }
     return Subscription([state = state_, i, h, encoded = key.encoded(), s = &signal] {
-      Shard& shard = state->shards[i];
-      WriteLock lock(state->locks, i);
-      Entry* e = shard.entries.find(h, encoded);
+      LockedShard<WriteLock> shard(*state, h, i);
+      Entry* e = shard.find(encoded);
       if (!e) return;
       auto& w = e->watchers;
       w.erase(std::find(w.begin(), w.end(), s));
-      if (e->empty()) shard.entries.erase(*e);
+      if (e->empty()) shard.erase(*e);
     });
   }
 
   /// Removes the stored output of `key`, if any; a reservation on it is left alone.
   /// @return whether an output was removed.
   bool erase(const Key& key) {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    Shard& shard = state_->shards[i];
-    WriteLock lock(state_->locks, i);
-    Entry* e = shard.entries.find(h, key.encoded());
+    auto shard = lock_shard<WriteLock>(key);
+    Entry* e = shard.find(key.encoded());
     if (!e || !e->output) return false;
     e->output.reset();
-    settle(shard, *e);
+    shard.settle(*e);
     return true;
   }
 
   /// @return the reservation on `key`, live or expired, if any.
   std::optional<Reservation> reservation(const Key& key) const {
-    const std::size_t h = hash_of(key);
-    const std::size_t i = shard_index(h);
-    const Shard& shard = state_->shards[i];
-    ReadLock lock(state_->locks, i);
-    const Entry* e = shard.entries.find(h, key.encoded());
+    const auto shard = lock_shard<ReadLock>(key);
+    const Entry* e = shard.find(key.encoded());
     if (!e) return std::nullopt;
     return e->reservation;
   }
@@ -337,6 +309,36 @@ class InMemoryStorage {
     return static_cast<std::size_t>((high * state_->shard_count) >> 32);
   }
 
+  // One operation's hold on the shard of a key: the key hashed once, for the shard and its
+  // bucket alike, and the shard's lock held as `Lock` while this lives.
+  template <class Lock>
+  class LockedShard {
+   public:
+    LockedShard(State& state, std::size_t hash, std::size_t index)
+        : hash_(hash), entries_(state.shards[index].entries), lock_(state.locks, index) {}
+
+    Entry* find(std::string_view encoded) const noexcept { return entries_.find(hash_, encoded); }
+    Entry& get_or_add(const std::string& encoded) { return entries_.get_or_add(hash_, encoded); }
+    void erase(const Entry& e) noexcept { entries_.erase(e); }
+
+    // After a change that may end a wait: wake the key's waiters, drop the entry if it is empty.
+    void settle(Entry& e) noexcept {
+      for (Signal* s : e.watchers) s->notify();
+      if (e.empty()) erase(e);
+    }
+
+   private:
+    std::size_t hash_;
+    Entries& entries_;
+    Lock lock_;
+  };
+
+  template <class Lock>
+  LockedShard<Lock> lock_shard(const Key& key) const {
+    const std::size_t h = hash_of(key);
+    return LockedShard<Lock>(*state_, h, shard_index(h));
+  }
+
   static bool same(const Reservation& a, const Reservation& b) noexcept {
     return a.token == b.token && a.owner == b.owner;
   }
@@ -344,12 +346,6 @@ class InMemoryStorage {
   // Tokens come from one counter per store, so they grow per key even across erasures.
   std::uint64_t next_token() noexcept {
     return state_->last_token.fetch_add(1, std::memory_order_relaxed) + 1;
-  }
-
-  // After a change that may end a wait: wake the key's waiters, drop the entry if it is empty.
-  static void settle(Shard& shard, Entry& e) noexcept {
-    for (Signal* s : e.watchers) s->notify();
-    if (e.empty()) shard.entries.erase(e);
   }
 
   std::shared_ptr<State> state_;
