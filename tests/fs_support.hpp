@@ -106,19 +106,6 @@ inline std::int64_t wall_ns() {
       .count();
 }
 
-/// Polls `condition` every 2 ms until it holds or `bound` passes. For conditions that other
-/// processes make true; the bound makes a broken test fail instead of hang.
-/// @return whether the condition held.
-template <class Condition>
-bool eventually(Condition condition, std::chrono::milliseconds bound = kBound) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  for (;;) {
-    if (condition()) return true;
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-}
-
 /// @return the path of the fs_worker helper, which CMake passes in.
 inline std::string worker_path() { return CACHESERIALIZE_FS_WORKER; }
 

@@ -22,6 +22,27 @@ namespace cs = cacheserialize;
 
 inline constexpr std::chrono::seconds kBound{30};
 
+/// Polls `condition` until it holds or `bound` of real time passes: for a state that other
+/// threads, processes or servers reach and that offers nothing to wait on. The bound makes a
+/// broken test fail instead of hang.
+/// @param poll the pause between checks; zero yields the processor instead (for threads of this
+///        process, which get there in microseconds).
+/// @return whether the condition held.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds bound = kBound,
+                std::chrono::milliseconds poll = std::chrono::milliseconds(2)) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    if (poll.count() > 0) {
+      std::this_thread::sleep_for(poll);
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  return true;
+}
+
 /// A one-way door: threads wait until a test opens it.
 class Gate {
  public:

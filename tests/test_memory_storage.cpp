@@ -11,6 +11,7 @@
 #include "storage_contract.hpp"
 
 namespace cs = cacheserialize;
+using namespace std::chrono_literals;
 
 TEST_CASE("InMemoryStorage follows the storage contract") {
   test::check_storage_contract([] { return cs::InMemoryStorage(); });
@@ -37,9 +38,8 @@ TEST_CASE("InMemoryStorage lets an exception out of visit_output and releases th
     storage.put(key, cs::StoredOutput::from_object(std::make_shared<const int>(2)));
     stored.store(true);
   });
-  const auto give_up = std::chrono::steady_clock::now() + test::kBound;
-  while (!stored.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-  REQUIRE(stored.load());  // otherwise the writer is stuck: fail instead of joining it
+  // Otherwise the writer is stuck: fail instead of joining it.
+  REQUIRE(test::eventually([&] { return stored.load(); }, test::kBound, 0ms));
   writer.join();
   int value = 0;
   CHECK(storage.visit_output(key, [&](const cs::StoredOutput& out) {
@@ -89,16 +89,12 @@ TEST_CASE("InMemoryStorage serves hits on one key from many threads while it is 
   // The writes must overlap the reads (on two cores the readers may not even have started before
   // an unpaced writer is done): every 100 writes, wait until the readers have made progress,
   // bounded so that a stuck reader fails the test instead of hanging it.
-  const auto give_up = std::chrono::steady_clock::now() + test::kBound;
-  auto wait_for = [&](auto done) {
-    while (!done() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-    return done();
-  };
   bool overlapped = true;
   for (std::int64_t n = 1; n <= kWrites; ++n) {
     if (n % 100 == 1) {
       const auto before = hits.load();
-      overlapped = overlapped && wait_for([&] { return hits.load() > before + 3; });
+      overlapped = overlapped &&
+                   test::eventually([&] { return hits.load() > before + 3; }, test::kBound, 0ms);
     }
     storage.put(key, output(n));
   }

@@ -125,18 +125,6 @@ inline double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-/// Polls `condition` every few milliseconds until it holds or `bound` passes.
-/// @return whether it held.
-template <class F>
-bool eventually(F condition, std::chrono::milliseconds bound = std::chrono::seconds(30)) {
-  const auto until = std::chrono::steady_clock::now() + bound;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
 /// A child process, killed on destruction if still running.
 class Child {
  public:

@@ -82,7 +82,7 @@ TEST_CASE("PostgresStorage lets another owner take over exactly when the server 
   pg::Sql sql;
   const cs::Reservation dead = storage.acquire(key, request("dead", 300ms)).reservation;
   cs::AcquireResult r;
-  REQUIRE(pg::eventually([&] {
+  REQUIRE(test::eventually([&] {
     r = storage.acquire(key, request("b", 30s));
     if (r.status == cs::AcquireStatus::held) CHECK(r.reservation.owner == "dead");
     return r.status == cs::AcquireStatus::acquired;
@@ -106,7 +106,7 @@ TEST_CASE("PostgresStorage lets another owner take over exactly when the server 
   SECTION("an expired holder that nobody replaced may still extend") {
     const cs::Key other("task", "1", "other");
     const cs::Reservation mine = storage.acquire(other, request("slow", 1ms)).reservation;
-    REQUIRE(pg::eventually([&] { return pg::server_now(sql) > mine.expires_at; }));
+    REQUIRE(test::eventually([&] { return pg::server_now(sql) > mine.expires_at; }));
     CHECK(storage.extend(other, mine, {}, 30s).status == cs::ExtendStatus::extended);
     CHECK(storage.acquire(other, request("b", 30s)).status == cs::AcquireStatus::held);
   }

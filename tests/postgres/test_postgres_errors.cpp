@@ -53,7 +53,7 @@ class SilentServer {
 // The backend pid of the one connection whose application_name is `app`.
 int backend_of(pg::Sql& sql, const std::string& app, const std::string& extra = "") {
   int pid = 0;
-  REQUIRE(pg::eventually([&] {
+  REQUIRE(test::eventually([&] {
     const std::string v = sql.value("SELECT pid FROM pg_stat_activity WHERE application_name = '" +
                                     app + "'" + extra + " LIMIT 1");
     pid = v.empty() ? 0 : std::stoi(v);
@@ -166,7 +166,7 @@ TEST_CASE("a connection that breaks under a statement is replaced and the statem
     pg::Sql sql;
     sql.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '" +
              app + "'");
-    REQUIRE(pg::eventually([&] {
+    REQUIRE(test::eventually([&] {
       return sql.number("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app +
                         "'") == 0;
     }));

@@ -54,7 +54,7 @@ TEST_CASE("a waiter on another connection wakes on the holder's NOTIFY, not at i
     });
     REQUIRE(busy.started.wait_for(1));
     threads.spawn([&] { result = waited(n); });
-    REQUIRE(pg::eventually([&] { return waiter.stats().waits == 1; }));
+    REQUIRE(test::eventually([&] { return waiter.stats().waits == 1; }));
     const auto t = std::chrono::steady_clock::now();
     busy.gate.open();
     threads.join();
@@ -122,7 +122,7 @@ TEST_CASE("when the listener loses its connection it reconnects and wakes every 
            app + "'");
   CHECK(a.wait_for(test::kBound, [] { return false; }));
   CHECK(b.wait_for(test::kBound, [] { return false; }));
-  REQUIRE(pg::eventually([&] { return storage.stats().listener_reconnects == 1; }));
+  REQUIRE(test::eventually([&] { return storage.stats().listener_reconnects == 1; }));
   // And it listens again: another handle's put wakes a subscriber.
   a.reset();
   cs::PostgresStorage writer(pg::options(o.schema));

@@ -73,11 +73,11 @@ TEST_CASE("a SIGKILLed holder is taken over once its reservation expires by the 
   // The holder heartbeats every 400ms: its reservation lives 1.2s past its last beat.
   pg::Child holder({kWorker, "hold", pg::server().conninfo(), schema, std::to_string(key), "400"});
   const std::string log = "\"" + schema + "\".body_log";
-  REQUIRE(pg::eventually([&] { return sql.number("SELECT count(*) FROM " + log) == 1; }));
+  REQUIRE(test::eventually([&] { return sql.number("SELECT count(*) FROM " + log) == 1; }));
   const std::string entries = "\"" + schema + "\".entries";
   // Once a heartbeat has extended it, kill it without warning: no release, no more beats.
   const std::string first_expiry = sql.value("SELECT expires_ns FROM " + entries);
-  REQUIRE(pg::eventually([&] {
+  REQUIRE(test::eventually([&] {
     return sql.number("SELECT count(*) FROM " + entries + " WHERE expires_ns > " + first_expiry) ==
            1;
   }));

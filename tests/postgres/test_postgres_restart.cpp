@@ -72,7 +72,7 @@ TEST_CASE("after a server restart mid-run, everything works and nothing stored i
       waiter_error = e.what();
     }
   });
-  REQUIRE(pg::eventually([&] { return waiter_manager.stats().waits == 1; }));
+  REQUIRE(test::eventually([&] { return waiter_manager.stats().waits == 1; }));
   const cs::Key locked("t", "1", "locked");
   storage.release(locked, storage.acquire(locked, {"a", {}, 30s, false}).reservation);
   // The row lock is held by a prepared transaction, which outlives the shutdown: the statement
@@ -89,7 +89,7 @@ TEST_CASE("after a server restart mid-run, everything works and nothing stored i
       in_flight_error = e.what();
     }
   });
-  REQUIRE(pg::eventually([&] {
+  REQUIRE(test::eventually([&] {
     pg::Sql probe(o.conninfo);
     return probe.number("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") ==
            1;
@@ -129,5 +129,5 @@ TEST_CASE("after a server restart mid-run, everything works and nothing stored i
   CHECK(f(300) == 3000);  // and new work is stored as before
   CHECK(f(300) == 3000);
   CHECK(runs.load() == runs_before + 1);
-  REQUIRE(pg::eventually([&] { return waiter_storage.stats().listener_reconnects >= 1; }));
+  REQUIRE(test::eventually([&] { return waiter_storage.stats().listener_reconnects >= 1; }));
 }

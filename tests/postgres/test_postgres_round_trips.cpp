@@ -52,7 +52,7 @@ TEST_CASE("through PostgresStorage a hit is one round trip, a miss two and an ex
     REQUIRE(clock.wait_for_sleepers(1));  // the heartbeat thread, waiting for the first beat
     const std::uint64_t before = storage.round_trips();
     clock.advance(10s);
-    REQUIRE(pg::eventually([&] { return manager.stats().heartbeats == 1; }));
+    REQUIRE(test::eventually([&] { return manager.stats().heartbeats == 1; }));
     CHECK(storage.round_trips() - before == 1);
     busy.gate.open();
     threads.join();

@@ -50,8 +50,7 @@ void barrier(const Args& a, int processes) {
   test::pg::Sql sql(a.conninfo);
   const std::string ready = "\"" + a.schema + "\".ready";
   sql.exec("INSERT INTO " + ready + " (pid) VALUES (" + std::to_string(::getpid()) + ")");
-  if (!test::pg::eventually(
-          [&] { return sql.number("SELECT count(*) FROM " + ready) >= processes; })) {
+  if (!test::eventually([&] { return sql.number("SELECT count(*) FROM " + ready) >= processes; })) {
     throw std::runtime_error("the other workers did not arrive");
   }
 }

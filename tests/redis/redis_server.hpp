@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "../server_support.hpp"
+#include "../support.hpp"
 
 extern char** environ;
 
@@ -419,16 +420,5 @@ class Child {
   int stdout_ = -1;
   std::string buffer_;
 };
-
-/// Polls `condition` (every millisecond) until it holds or `bound` of real time passes.
-template <class F>
-bool eventually(F condition, std::chrono::milliseconds bound = std::chrono::seconds(20)) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 }  // namespace test
