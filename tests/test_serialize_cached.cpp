@@ -499,6 +499,45 @@ TEST_CASE("a waiting caller can be cancelled, and it leaves nothing behind") {
   }
 }
 
+TEST_CASE("a call whose token is already cancelled neither runs the function nor reserves") {
+  test::World w;
+  std::atomic<int> runs{0};
+  auto f = cs::serialize_cached(
+      [&](int n) {
+        ++runs;
+        return n;
+      },
+      cs::TaskOptions{"cancelled early", "1"}, w.manager);
+  cs::CancellationSource source;
+  source.cancel();
+  cs::CallOptions call;
+  call.cancel = source.token();
+
+  SECTION("a free key: cancelled_error, and the key stays free") {
+    REQUIRE_THROWS_AS(f.call(call, 1), cs::cancelled_error);
+    REQUIRE_THROWS_WITH(f.call(call, 1), Catch::Contains("cancelled before the call started"));
+    CHECK(runs == 0);
+    CHECK_FALSE(w.storage.reservation(f.key(1)));
+    CHECK(w.recorder.count(cs::EventKind::acquired) == 0);
+    CHECK(f(1) == 1);  // an uncancelled call runs it
+  }
+  SECTION("through the manager, with or without a probe before the acquisition") {
+    cs::ClaimOptions options;
+    options.cancel = source.token();
+    REQUIRE_THROWS_AS(w.manager.claim(f.key(1), options), cs::cancelled_error);
+    cs::ManualClock clock;
+    test::ByteMemoryStorage storage;  // probes first, like the in-memory storage
+    cs::ReservationManager<cs::ManualClock, test::ByteMemoryStorage> bytes(storage, clock);
+    REQUIRE_THROWS_AS(bytes.claim(f.key(1), options), cs::cancelled_error);
+    CHECK_FALSE(storage.reservation(f.key(1)));
+  }
+  SECTION("a stored output is still returned") {
+    CHECK(f(2) == 2);
+    CHECK(f.call(call, 2) == 2);
+    CHECK(runs == 1);
+  }
+}
+
 TEST_CASE("overwrite_cache runs the function and replaces the output, one caller at a time") {
   test::World w;
   std::atomic<int> version{0};
@@ -683,7 +722,7 @@ TEST_CASE("a storage that fails never leaves a caller hanging") {
     CHECK(g(2) == 6);
     CHECK(storage.get(g.key(2)));
   }
-  SECTION("a storage that reports a live holder with no time left is polled, not spun on") {
+  SECTION("a live holder reported with no time left is looked at again at once, then less often") {
     storage.faults->zero_remaining = true;
     storage.acquire(f.key(1), {"other", clock.now(), 1h, false});
     cs::CallOptions call;
@@ -697,12 +736,23 @@ TEST_CASE("a storage that fails never leaves a caller hanging") {
         timed_out = true;
       }
     });
-    REQUIRE(clock.wait_for_sleepers(1));
-    const auto next = clock.next_deadline();
-    REQUIRE(next);
-    CHECK(*next - clock.now() >= 800ms);  // a jittered poll of about one second
-    CHECK(*next - clock.now() <= 1200ms);
-    clock.advance(10s);  // past the bound: the next poll gives up
+    // 1, 2, 4, ... ms: the expiry is about to pass; a storage that keeps saying so is polled.
+    std::vector<cs::Duration> pauses;
+    for (int i = 0; i < 14; ++i) {
+      REQUIRE(clock.wait_for_sleepers(1));
+      const auto next = clock.next_deadline();
+      REQUIRE(next);
+      pauses.push_back(*next - clock.now());
+      clock.advance_to(*next);
+    }
+    CHECK(pauses[0] == 1ms);
+    CHECK(pauses[1] == 2ms);
+    CHECK(pauses[2] == 4ms);
+    for (std::size_t i = 10; i < pauses.size(); ++i) {  // a jittered poll of about one second
+      CHECK(pauses[i] >= 800ms);
+      CHECK(pauses[i] <= 1200ms);
+    }
+    clock.advance(10s);  // past the bound: the next look gives up
     threads.join();
     CHECK(timed_out);
   }

@@ -23,6 +23,7 @@
 #include "detail/counters.hpp"
 #include "detail/heartbeat.hpp"
 #include "detail/owner_id.hpp"
+#include "detail/wake_time.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "options.hpp"
@@ -321,7 +322,9 @@ class ReservationManager {
   ///   (or, for storages that cannot, the next poll) or the holder's expiry, then try again.
   ///
   /// @throws timeout_error   after `options.wait_timeout` of waiting (naming the holder).
-  /// @throws cancelled_error when `options.cancel` is cancelled while waiting.
+  /// @throws cancelled_error when `options.cancel` is cancelled while the call waits, or before
+  ///         it starts: a call whose token is already cancelled returns a stored output if there
+  ///         is one, and otherwise takes no reservation.
   /// @throws std::invalid_argument for invalid options.
   /// @throws storage_error   (or the storage's own exceptions) when the storage fails.
   claim_type claim(const Key& key, const ClaimOptions& options = {}) const {
@@ -383,12 +386,24 @@ class ReservationManager {
                                   ? detail::saturating_add(start, *options.wait_timeout)
                                   : TimePoint::max();
 
+    if (options.cancel.cancelled()) {  // a stored output costs nothing; work must not start
+      if constexpr (!storage_traits<Storage>::probe_before_acquire) {
+        if (!options.overwrite) {
+          if (std::optional<StoredOutput> out = lookup(key))
+            return claim_type(std::move(*out), false);
+        }
+      }
+      throw cancelled_error("cancelled before the call started: no reservation taken",
+                            key.describe());
+    }
+
     Signal signal;  // raised by the storage (store/release) and by cancellation
     Subscription subscription;
     CancellationToken::Registration cancel_registration;
     bool registered = false;
     bool waited = false;
     Reservation waited_on;  // the holder last reported through a `waiting` event
+    Duration recheck = detail::expiry_recheck;  // after a "no time left" answer
 
     for (;;) {
       signal.reset();
@@ -433,20 +448,13 @@ class ReservationManager {
                                 format_time(r.reservation.expires_at),
                             key.describe(), r.reservation.owner, r.reservation.expires_at);
       }
-      core.clock.wait_until(signal, wake_time(now, r.remaining, give_up, options.poll_interval));
+      core.clock.wait_until(
+          signal,
+          detail::wake_time(now, r.remaining, give_up,
+                            detail::jittered_poll(options.poll_interval, detail::jitter_random()),
+                            storage_traits<Storage>::notifies, recheck));
+      recheck = detail::next_recheck(r.remaining, recheck, options.poll_interval);
     }
-  }
-
-  // When a waiter next looks: at the holder's expiry (a takeover is then possible), the give-up
-  // time, or, for storages that cannot notify, the next jittered poll. A storage that reports a
-  // live holder with no time left is polled rather than spun on.
-  static TimePoint wake_time(TimePoint now, Duration remaining, TimePoint give_up, Duration poll) {
-    const std::uint64_t r = detail::jitter_random() % 401;  // 0..400 -> 0.8..1.2 x poll
-    const Duration jittered = poll * 8 / 10 + poll * static_cast<Duration::rep>(r) / 2000;
-    TimePoint wake = detail::saturating_add(now, remaining.count() > 0 ? remaining : jittered);
-    if (!storage_traits<Storage>::notifies)
-      wake = std::min(wake, detail::saturating_add(now, jittered));
-    return std::min(wake, give_up);
   }
 
   claim_type take(const Key& key, AcquireResult r, Duration interval, Duration ttl, TimePoint now,
