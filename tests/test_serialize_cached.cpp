@@ -667,23 +667,88 @@ TEST_CASE("outputs kept as bytes go through the codec") {
   CHECK_FALSE(stored->object);
   CHECK(stored->bytes == cs::encode_value(std::vector<std::string>{"x", "x", "x"}));
 
-  SECTION("undecodable bytes are a codec_error that names the key") {
+  SECTION("undecodable bytes are reported, computed again under the reservation and replaced") {
     storage.put(f.key(4), cs::StoredOutput::from_bytes("garbage"));
-    REQUIRE_THROWS_AS(f(4), cs::codec_error);
-    REQUIRE_THROWS_WITH(f(4), Catch::Contains("cannot decode the stored output") &&
-                                  Catch::Contains("task 'bytes'"));
+    CHECK(f(4) == std::vector<std::string>(4, "x"));
+    CHECK(runs == 2);
+    CHECK(manager.stats().corrupt_outputs == 1);
+    CHECK(storage.get(f.key(4))->bytes == cs::encode_value(std::vector<std::string>(4, "x")));
+    CHECK(f(4) == std::vector<std::string>(4, "x"));  // a hit again: the key is not poisoned
+    CHECK(runs == 2);
+    CHECK_FALSE(storage.reservation(f.key(4)));
   }
 }
 
-TEST_CASE("a stored output of another type is reported, not reinterpreted") {
-  test::World w;
-  cs::TaskOptions a{"same", "1"};
-  a.interface = "(int)";  // the user pinned the interface, hiding the different return types
-  auto ints = cs::serialize_cached([](int n) { return n; }, a, w.manager);
-  auto strings = cs::serialize_cached([](int n) { return std::to_string(n); }, a, w.manager);
-  CHECK(ints(1) == 1);
-  REQUIRE_THROWS_AS(strings(1), cs::codec_error);
-  REQUIRE_THROWS_WITH(strings(1), Catch::Contains("not of the function's return type"));
+TEST_CASE(
+    "an output that the task cannot decode is reported and computed again, never a "
+    "permanent error for its key") {
+  SECTION("bytes that the serializer refuses") {
+    cs::ManualClock clock;
+    test::ByteMemoryStorage storage;
+    test::Recorder recorder;
+    cs::ManagerOptions options;
+    options.listener = recorder.listener();
+    cs::ReservationManager<cs::ManualClock, test::ByteMemoryStorage> manager(storage, clock,
+                                                                             options);
+    std::atomic<int> runs{0};
+    auto f = cs::serialize_cached(
+        [&](int n) {
+          ++runs;
+          return n * 10;
+        },
+        cs::TaskOptions{"changed serializer", "1"}, manager);
+    storage.put(f.key(1), cs::StoredOutput::from_bytes(cs::encode_value(std::string("old"))));
+    CHECK(f(1) == 10);
+    CHECK(runs == 1);
+    const auto corrupt = recorder.of(cs::EventKind::corrupt_output);
+    REQUIRE(corrupt.size() == 1);
+    CHECK(corrupt[0].task == "changed serializer");
+    CHECK(corrupt[0].detail.find("cannot decode the stored output") != std::string::npos);
+    CHECK(f(1) == 10);
+    CHECK(runs == 1);
+  }
+  SECTION("an object of another type") {
+    test::World w;
+    cs::TaskOptions a{"same", "1"};
+    a.interface = "(int)";  // the user pinned the interface, hiding the different return types
+    auto ints = cs::serialize_cached([](int n) { return n; }, a, w.manager);
+    auto strings = cs::serialize_cached([](int n) { return std::to_string(n); }, a, w.manager);
+    CHECK(ints(1) == 1);
+    CHECK(strings(1) == "1");  // never reinterpreted
+    const auto corrupt = w.recorder.of(cs::EventKind::corrupt_output);
+    REQUIRE(corrupt.size() == 1);
+    CHECK(corrupt[0].detail.find("not of the function's return type") != std::string::npos);
+    CHECK(*w.storage.get(ints.key(1))->type == typeid(std::string));
+  }
+}
+
+TEST_CASE("callers that meet one unreadable output wait for one recomputation and reuse it") {
+  cs::ManualClock clock;
+  test::ByteMemoryStorage storage;
+  cs::ReservationManager<cs::ManualClock, test::ByteMemoryStorage> manager(storage, clock);
+  test::Busy busy;
+  std::atomic<int> runs{0};
+  auto f = cs::serialize_cached(
+      [&](int n) {
+        ++runs;
+        busy.enter();
+        return n + 1;
+      },
+      cs::TaskOptions{"recover once", "1"}, manager);
+  storage.put(f.key(1), cs::StoredOutput::from_bytes("not an int"));
+  test::Threads threads;
+  std::atomic<int> right{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.spawn([&] { right += f(1) == 2 ? 1 : 0; });
+  }
+  REQUIRE(busy.started.wait_for(1));
+  REQUIRE(clock.wait_for_sleepers(8));  // the other 7 wait for it, and the heartbeat
+  busy.gate.open();
+  threads.join();
+  CHECK(right == 8);
+  CHECK(runs == 1);
+  CHECK(manager.stats().corrupt_outputs == 8);
+  CHECK(manager.stats().failures == 0);
 }
 
 TEST_CASE("a storage that fails never leaves a caller hanging") {

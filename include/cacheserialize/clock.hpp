@@ -123,6 +123,10 @@ class SystemClock {
 /// Thread safety: every member may be called concurrently.
 class ManualClock {
  public:
+  /// Copies share one time line. Moving copies too, so that a handle is never left empty.
+  ManualClock(const ManualClock&) = default;
+  ManualClock& operator=(const ManualClock&) = default;
+
   /// The default start, 2026-01-01T00:00:00Z: far from the epoch, so that time arithmetic in
   /// code under test is not accidentally special-cased around zero.
   static constexpr TimePoint default_start() noexcept {

@@ -27,7 +27,8 @@ enum class EventKind {
                      ///< was rejected by fencing
   heartbeat_failed,  ///< an extension could not reach the storage; it is retried
   store_failed,      ///< the output could not be encoded or stored; the caller still gets it
-  corrupt_output,    ///< a storage found a damaged or foreign output and treated it as a miss
+  corrupt_output,    ///< a storage found a damaged or foreign output and treated it as a miss,
+                     ///< or a call could not decode a stored output and computes it again
 };
 
 /// @return the event kind's name, e.g. "took_over".
@@ -90,6 +91,7 @@ struct Stats {
   std::uint64_t heartbeats = 0;  ///< successful extensions
   std::uint64_t heartbeat_failures = 0;  ///< extensions that could not reach the storage
   std::uint64_t store_failures = 0;      ///< outputs that could not be encoded or stored
+  std::uint64_t corrupt_outputs = 0;     ///< stored outputs a call could not decode (recomputed)
 };
 
 }  // namespace cacheserialize

@@ -73,6 +73,11 @@ inline std::string reason_of(const std::exception& e) {
 /// A reservation this process holds: extended by the manager's heartbeat until it is stored,
 /// released, or destroyed (which releases it). Movable, not copyable.
 ///
+/// States: active (heartbeated; `store`, `try_store` and `release` finish it), finished (after
+/// any of those: `key()` and `reservation()` still answer, with the last expiry; the hold no
+/// longer keeps the manager's state, heartbeat thread or storage alive) and moved-from (every
+/// accessor but `active()`, `lost()` and `took_over()` throws `std::logic_error`).
+///
 /// Thread safety: one thread uses a hold at a time; `lost()` may be read from any thread.
 template <class Clock, class Storage>
 class Hold {
@@ -95,20 +100,25 @@ class Hold {
   ~Hold() { abandon(); }
 
   /// @return whether the reservation is still this hold's to store or release.
-  bool active() const noexcept { return lease_ != nullptr; }
+  bool active() const noexcept { return core_ != nullptr; }
 
-  /// @return the key held.
-  const Key& key() const noexcept { return lease_->key; }
+  /// @return the key held (or last held, once finished).
+  /// @throws std::logic_error if the hold was moved from.
+  const Key& key() const { return lease().key; }
 
-  /// @return the reservation, with the expiry of its latest extension.
+  /// @return the reservation, with the expiry of its latest extension (once finished: as it was
+  ///         when the hold finished).
+  /// @throws std::logic_error if the hold was moved from.
   Reservation reservation() const {
-    Reservation r = lease_->reservation;
-    r.expires_at = from_unix_nanos(lease_->expires_at.load());
+    const detail::Lease& l = lease();
+    Reservation r = l.reservation;
+    r.expires_at = from_unix_nanos(l.expires_at.load());
     return r;
   }
 
-  /// @return whether a heartbeat found the reservation taken by another owner. The function may
-  ///         still finish; its output will then not be stored over the new holder's.
+  /// @return whether a heartbeat found the reservation taken by another owner, or a store was
+  ///         rejected by fencing. The function may still finish; its output will then not be
+  ///         stored over the new holder's.
   bool lost() const noexcept { return lease_ && lease_->lost.load(); }
 
   /// @return whether this reservation replaced another owner's expired one.
@@ -116,45 +126,51 @@ class Hold {
 
   /// Stores `output` and releases the reservation in one atomic step, if it is still ours
   /// (fencing token). Either way the hold is finished.
+  /// @param output of the kind the storage keeps: `StoredOutput::from_object` for an object
+  ///        storage (`storage_traits<Storage>::stores_objects`), `from_bytes` otherwise.
   /// @return stored, or rejected when another owner holds the key now (a `lost` event fires).
+  /// @throws std::invalid_argument for an output of the wrong kind (or an empty object): nothing
+  ///         is written and the hold stays active.
+  /// @throws std::logic_error if the hold is finished or moved from.
   /// @throws storage_error if the storage fails; the hold is then finished too, after one
   ///         attempt to release the reservation so that waiters need not sit out its expiry.
   StoreStatus store(StoredOutput output) {
-    const std::shared_ptr<detail::Lease> lease = finish();
-    Core& core = *core_;
+    detail::check_output_kind<Storage>("cacheserialize::Hold::store", output);
+    const std::shared_ptr<Core> core = finish();
+    detail::Lease& lease = *lease_;
     StoreResult r;
     try {
-      r = core.storage.store_and_release(lease->key, lease->reservation, std::move(output),
-                                         core.clock.now());
+      r = core->storage.store_and_release(lease.key, lease.reservation, std::move(output),
+                                          core->clock.now());
     } catch (...) {
       try {
-        core.storage.release(lease->key, lease->reservation);
+        core->storage.release(lease.key, lease.reservation);
       } catch (...) {  // it expires on its own
       }
       throw;
     }
-    Event e = event(*lease, EventKind::released);
+    Event e = event(lease, EventKind::released);
     if (r.status == StoreStatus::stored) {
-      core.emit(e);
+      core->emit(e);
       return r.status;
     }
-    if (lease->lost.exchange(true)) return r.status;  // the heartbeat already reported it
-    detail::Counters::bump(core.counters.lost);
+    if (lease.lost.exchange(true)) return r.status;  // the heartbeat already reported it
+    detail::Counters::bump(core->counters.lost);
     e.kind = EventKind::lost;
     e.holder = r.current.owner;
     e.detail = "the store was rejected: the reservation is no longer ours (fencing token)";
-    core.emit(e);
+    core->emit(e);
     return r.status;
   }
 
   /// Encodes and stores an output, best effort: a cache that cannot store must not cost the
   /// caller its value. If `make_output()` or the store throws, the failure is reported (a
   /// `store_failed` event and counter) and the reservation released.
-  /// @return whether the output was stored.
+  /// @return whether the output was stored; false for a finished hold.
   template <class MakeOutput>
   bool try_store(MakeOutput&& make_output) noexcept {
-    if (!lease_) return false;
-    const std::shared_ptr<detail::Lease> lease = lease_;  // for the report, if it comes to that
+    if (!active()) return false;
+    const std::shared_ptr<Core> core = core_;  // for the report, if it comes to that
     std::string why;
     try {
       StoredOutput out = std::forward<MakeOutput>(make_output)();
@@ -164,10 +180,10 @@ class Hold {
     } catch (...) {
       why = "unknown exception";
     }
-    detail::Counters::bump(core_->counters.store_failures);
-    Event e = event(*lease, EventKind::store_failed);
+    detail::Counters::bump(core->counters.store_failures);
+    Event e = event(*lease_, EventKind::store_failed);
     e.detail = why;
-    core_->emit(e);
+    core->emit(e);
     abandon();  // encoding failed: the reservation is still ours to give back
     return false;
   }
@@ -176,37 +192,57 @@ class Hold {
   /// at once instead of at expiry.
   /// @return what the storage found; releasing a reservation that is gone or not ours is a
   ///         harmless no-op.
+  /// @throws std::logic_error if the hold is finished or moved from.
   /// @throws storage_error if the storage fails; the reservation then expires on its own.
   ReleaseStatus release() {
-    const std::shared_ptr<detail::Lease> lease = finish();
-    Core& core = *core_;
-    detail::Counters::bump(core.counters.failures);
-    const ReleaseStatus status = core.storage.release(lease->key, lease->reservation);
-    Event e = event(*lease, EventKind::failed);
+    const std::shared_ptr<Core> core = finish();
+    detail::Counters::bump(core->counters.failures);
+    const ReleaseStatus status = core->storage.release(lease_->key, lease_->reservation);
+    Event e = event(*lease_, EventKind::failed);
     e.detail = to_string(status);
-    core.emit(e);
+    core->emit(e);
     return status;
   }
 
  private:
   using Core = detail::ManagerCore<Clock, Storage>;
   friend class ReservationManager<Clock, Storage>;
+  template <class Fn, class C, class S, class Signature>
+  friend class SerializedFunction;
 
   Hold(std::shared_ptr<Core> core, std::shared_ptr<detail::Lease> lease, bool took_over)
       : core_(std::move(core)), lease_(std::move(lease)), took_over_(took_over) {}
 
-  // Ends heartbeating and hands the lease to the caller, leaving the hold inactive.
-  std::shared_ptr<detail::Lease> finish() {
-    if (!lease_) {
-      throw std::logic_error(
-          "cacheserialize::Hold: the reservation was already stored or released");
+  const detail::Lease& lease() const {
+    if (!lease_) throw std::logic_error("cacheserialize::Hold: the hold was moved from");
+    return *lease_;
+  }
+
+  // Ends heartbeating and hands the manager's state to the caller for the finishing call; the
+  // hold keeps only its lease (key and last reservation).
+  std::shared_ptr<Core> finish() {
+    if (!active()) {
+      throw std::logic_error(lease_ ? "cacheserialize::Hold: the reservation was already stored "
+                                      "or released"
+                                    : "cacheserialize::Hold: the hold was moved from");
     }
     core_->heartbeat.remove(*lease_);
-    return std::move(lease_);
+    return std::move(core_);
+  }
+
+  // Gives the reservation back without counting a failure: the call found what it needed
+  // without running the work (serialize_cached's recovery from an undecodable output).
+  void discard() noexcept {
+    if (!active()) return;
+    const std::shared_ptr<Core> core = finish();
+    try {
+      core->storage.release(lease_->key, lease_->reservation);
+    } catch (...) {  // it expires on its own
+    }
   }
 
   void abandon() noexcept {
-    if (!lease_) return;
+    if (!active()) return;
     try {
       release();
     } catch (...) {  // it expires on its own
@@ -223,8 +259,8 @@ class Hold {
     return e;
   }
 
-  std::shared_ptr<Core> core_;
-  std::shared_ptr<detail::Lease> lease_;
+  std::shared_ptr<Core> core_;            // null once finished: a finished hold pins nothing
+  std::shared_ptr<detail::Lease> lease_;  // null only when moved from
   bool took_over_ = false;
 };
 
@@ -236,10 +272,19 @@ class Claim {
   bool is_hit() const noexcept { return !hold_; }
   /// @return whether the call waited for another holder first.
   bool waited() const noexcept { return waited_; }
-  /// @return the stored output. Precondition: `is_hit()`.
-  StoredOutput& output() noexcept { return output_; }
-  /// @return the hold. Precondition: `!is_hit()`.
-  Hold<Clock, Storage>& hold() noexcept { return *hold_; }
+  /// @return the stored output.
+  /// @throws std::logic_error if the claim is not a hit.
+  StoredOutput& output() {
+    if (hold_) throw std::logic_error("cacheserialize::Claim::output: the claim is not a hit");
+    return output_;
+  }
+  /// @return the hold; move it out (`auto hold = std::move(claim.hold());`) for it to outlive
+  ///         the claim.
+  /// @throws std::logic_error if the claim is a hit.
+  Hold<Clock, Storage>& hold() {
+    if (!hold_) throw std::logic_error("cacheserialize::Claim::hold: the claim is a hit");
+    return *hold_;
+  }
 
  private:
   friend class ReservationManager<Clock, Storage>;
@@ -276,6 +321,10 @@ class ReservationManager {
   using hold_type = Hold<Clock, Storage>;
   using claim_type = Claim<Clock, Storage>;
 
+  /// Copies share one state. Moving copies too, so that a handle is never left empty.
+  ReservationManager(const ReservationManager&) = default;
+  ReservationManager& operator=(const ReservationManager&) = default;
+
   /// @param storage the store (a handle: the manager keeps a copy, so the store outlives it).
   /// @param clock   the clock (a handle too).
   /// @param options defaults for reservations, and the listener.
@@ -310,7 +359,9 @@ class ReservationManager {
   }
 
   /// Stores `output` for `key` without a reservation (cache-only tasks).
+  /// @throws std::invalid_argument for an output of the wrong kind, as `Hold::store`.
   void put(const Key& key, StoredOutput output) const {
+    detail::check_output_kind<Storage>("cacheserialize::ReservationManager::put", output);
     core_->storage.put(key, std::move(output));
   }
 
@@ -356,6 +407,17 @@ class ReservationManager {
     }
     core.counters.misses.add();
     return false;
+  }
+
+  // A stored output that the caller cannot decode: reported, then recomputed by the caller.
+  void report_unreadable(const Key& key, const std::string& why) const {
+    Core& core = *core_;
+    detail::Counters::bump(core.counters.corrupt_outputs);
+    Event e;
+    e.kind = EventKind::corrupt_output;
+    e.key = &key;
+    e.detail = why;
+    core.emit(e);
   }
 
   static std::shared_ptr<Core> make_core(Storage storage, Clock clock, ManagerOptions options) {

@@ -51,13 +51,19 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
   using manager_type = ReservationManager<Clock, Storage>;
   using schema_type = KeySchema<R(std::decay_t<Args>...)>;
 
+  /// Copies share one state. Moving copies too, so that a wrapper is never left empty.
+  SerializedFunction(const SerializedFunction&) = default;
+  SerializedFunction& operator=(const SerializedFunction&) = default;
+
   SerializedFunction(Fn fn, TaskOptions options, manager_type manager)
       : state_(
             std::make_shared<const State>(std::move(fn), std::move(options), std::move(manager))) {}
 
   /// Calls the function through the cache; see the file comment.
   /// @throws whatever the function throws (this caller only), `timeout_error`,
-  ///         `cancelled_error`, `storage_error`, `codec_error` (a stored output of another type).
+  ///         `cancelled_error`, `storage_error`. A stored output that cannot be decoded (of
+  ///         another type, or bytes that the serializer refuses) is reported as a
+  ///         `corrupt_output` event and computed again under the reservation, replacing it.
   R operator()(Args... args) const { return call(CallOptions{}, std::forward<Args>(args)...); }
 
   /// As `operator()`, with per-call options (cancellation, wait bound).
@@ -114,12 +120,27 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
   static R call_serialized(const State& s, const Key& key, const ClaimOptions& claim_options,
                            Args&&... args) {
     if (storage_traits<Storage>::probe_before_acquire && !claim_options.overwrite) {
-      if (std::optional<R> hit = probe(s, key)) return std::move(*hit);
+      std::optional<R> hit;
+      switch (probe(s, key, hit)) {
+        case Found::value:
+          return std::move(*hit);
+        case Found::unreadable:
+          return recompute(s, key, claim_options, std::forward<Args>(args)...);
+        case Found::none:
+          break;
+      }
     }
     auto claim = s.manager.acquire_or_wait(key, claim_options);
-    if (claim.is_hit()) return decode(key, claim.output());
+    if (claim.is_hit()) {
+      std::optional<R> hit;
+      if (read(s, key, claim.output(), hit) == Found::value) return std::move(*hit);
+      return recompute(s, key, claim_options, std::forward<Args>(args)...);
+    }
+    return run(s, claim.hold(), std::forward<Args>(args)...);
+  }
 
-    auto& hold = claim.hold();
+  // Runs the function under `hold` and stores its value, best effort.
+  static R run(const State& s, Hold<Clock, Storage>& hold, Args&&... args) {
     std::optional<R> value;
     try {
       value.emplace(std::invoke(s.fn, std::forward<Args>(args)...));
@@ -134,9 +155,28 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     return std::move(*value);
   }
 
+  // The stored output cannot be read (a changed serializer, a bad write; reported): compute it
+  // again under the reservation and replace it, so that the key is never stuck. Callers that
+  // met the same output wait for the first one's recomputation and take its output, rather
+  // than running the function once each in turn.
+  static R recompute(const State& s, const Key& key, ClaimOptions claim_options, Args&&... args) {
+    claim_options.overwrite = true;  // acquire over the unreadable output: never a hit
+    auto claim = s.manager.acquire_or_wait(key, claim_options);
+    auto& hold = claim.hold();
+    if (std::optional<StoredOutput> out = s.manager.core_->storage.get(key)) {
+      std::optional<R> value;
+      if (decode(*out, value).empty()) {  // the unreadable one is not reported twice
+        hold.discard();  // replaced meanwhile by another caller's recomputation
+        return std::move(*value);
+      }
+    }
+    return run(s, hold, std::forward<Args>(args)...);
+  }
+
   static R call_cache_only(const State& s, const Key& key, Args&&... args) {
     if (!s.options.overwrite_cache) {
-      if (std::optional<R> hit = probe(s, key)) return std::move(*hit);
+      std::optional<R> hit;
+      if (probe(s, key, hit) == Found::value) return std::move(*hit);
     }
     R value = std::invoke(s.fn, std::forward<Args>(args)...);
     try {
@@ -146,18 +186,33 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     return value;
   }
 
-  // The stored output of `key`, decoded, if any. A storage with visit_output lends the output
-  // for the copy; others return a copy of it (for an object storage: of its shared_ptr).
-  static std::optional<R> probe(const State& s, const Key& key) {
-    std::optional<R> value;
+  enum class Found { none, value, unreadable };
+
+  // Looks up the stored output of `key` and decodes it into `value`. A storage with
+  // visit_output lends the output for the copy; others return a copy of it (for an object
+  // storage: of its shared_ptr). An output that cannot be decoded is reported.
+  static Found probe(const State& s, const Key& key, std::optional<R>& value) {
     if constexpr (storage_traits<Storage>::visits_outputs) {
-      s.manager.visit(key, [&](const StoredOutput& out) { value.emplace(decode(key, out)); });
+      std::string why;  // the visitor must not call out (the storage's lock is held): no report
+      const bool found =
+          s.manager.visit(key, [&](const StoredOutput& out) { why = decode(out, value); });
+      if (!found) return Found::none;
+      if (value) return Found::value;
+      s.manager.report_unreadable(key, why);
+      return Found::unreadable;
     } else {
-      if (const std::optional<StoredOutput> out = s.manager.lookup(key)) {
-        value.emplace(decode(key, *out));
-      }
+      const std::optional<StoredOutput> out = s.manager.lookup(key);
+      return out ? read(s, key, *out, value) : Found::none;
     }
-    return value;
+  }
+
+  // Decodes `out` into `value`, reporting an output that cannot be decoded.
+  static Found read(const State& s, const Key& key, const StoredOutput& out,
+                    std::optional<R>& value) {
+    const std::string why = decode(out, value);
+    if (value) return Found::value;
+    s.manager.report_unreadable(key, why);
+    return Found::unreadable;
   }
 
   static StoredOutput encode(const R& value) {
@@ -168,23 +223,25 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     }
   }
 
-  static R decode(const Key& key, const StoredOutput& out) {
+  // Decodes `out` into `value`.
+  // @return why it cannot be decoded (`value` then stays empty); empty when it was decoded.
+  static std::string decode(const StoredOutput& out, std::optional<R>& value) {
     if constexpr (storage_traits<Storage>::stores_objects) {
       if (!out.object || !out.type || *out.type != typeid(R)) {
-        throw codec_error(
-            "the stored output is not of the function's return type (two tasks with one name, "
-            "version and interface but different return types?)",
-            key.describe());
+        return "the stored output is not of the function's return type (two tasks with one "
+               "name, version and interface but different return types?)";
       }
-      return *static_cast<const R*>(out.object.get());
+      value.emplace(*static_cast<const R*>(out.object.get()));
     } else {
       try {
-        return decode_value<R>(out.bytes);
-      } catch (const codec_error& e) {
-        throw codec_error("cannot decode the stored output: " + detail::reason_of(e),
-                          key.describe());
+        value.emplace(decode_value<R>(out.bytes));
+      } catch (const std::bad_alloc&) {
+        throw;
+      } catch (const std::exception& e) {  // the serializer's own, or a user decode's
+        return "cannot decode the stored output: " + detail::reason_of(e);
       }
     }
+    return {};
   }
 
   std::shared_ptr<const State> state_;

@@ -62,6 +62,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -270,6 +271,28 @@ struct storage_traits {
   /// Hits read the output in place with `visit_output` instead of copying it with `get`.
   static constexpr bool visits_outputs = detail::has_visit_output<S>::value;
 };
+
+namespace detail {
+
+/// Checks that `output` is of the kind `S` keeps, so that a wrong one is never stored.
+/// @param who the API called, for the message.
+/// @throws std::invalid_argument naming the kind expected.
+template <class S>
+void check_output_kind(const char* who, const StoredOutput& output) {
+  if constexpr (storage_traits<S>::stores_objects) {
+    if (!output.object || !output.type) {
+      throw std::invalid_argument(std::string(who) +
+                                  ": this storage keeps C++ objects: the output must be "
+                                  "StoredOutput::from_object(a non-null pointer)");
+    }
+  } else if (output.object || output.type) {
+    throw std::invalid_argument(std::string(who) +
+                                ": this storage keeps bytes: the output must be "
+                                "StoredOutput::from_bytes(encode_value(value)), not an object");
+  }
+}
+
+}  // namespace detail
 
 /// Whether `S` has every required storage member.
 template <class S>

@@ -48,6 +48,7 @@ struct Counters {
   std::atomic<std::uint64_t> heartbeats{0};
   std::atomic<std::uint64_t> heartbeat_failures{0};
   std::atomic<std::uint64_t> store_failures{0};
+  std::atomic<std::uint64_t> corrupt_outputs{0};
 
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
     c.fetch_add(1, std::memory_order_relaxed);
@@ -65,6 +66,7 @@ struct Counters {
     s.heartbeats = heartbeats.load(std::memory_order_relaxed);
     s.heartbeat_failures = heartbeat_failures.load(std::memory_order_relaxed);
     s.store_failures = store_failures.load(std::memory_order_relaxed);
+    s.corrupt_outputs = corrupt_outputs.load(std::memory_order_relaxed);
     return s;
   }
 };

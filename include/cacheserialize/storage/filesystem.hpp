@@ -247,6 +247,10 @@ inline std::vector<std::string> fs_list(const std::string& dir) {
 /// Thread safety: every member may be called concurrently from any number of threads.
 class FileSystemStorage {
  public:
+  /// Copies share one store. Moving copies too, so that a handle is never left empty.
+  FileSystemStorage(const FileSystemStorage&) = default;
+  FileSystemStorage& operator=(const FileSystemStorage&) = default;
+
   static constexpr bool stores_objects = false;
 
   /// @param root the shared directory, which must exist and be writable.

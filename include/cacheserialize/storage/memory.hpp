@@ -40,6 +40,10 @@ namespace cacheserialize {
 /// Thread safety: every member may be called concurrently from any number of threads.
 class InMemoryStorage {
  public:
+  /// Copies share one store. Moving copies too, so that a handle is never left empty.
+  InMemoryStorage(const InMemoryStorage&) = default;
+  InMemoryStorage& operator=(const InMemoryStorage&) = default;
+
   static constexpr bool stores_objects = true;
 
   /// @param shards the number of lock shards (more shards, less contention between keys).

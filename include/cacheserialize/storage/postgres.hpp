@@ -221,6 +221,10 @@ inline std::string hex(const std::string& raw) {
 /// concurrently. POSIX only.
 class PostgresStorage {
  public:
+  /// Copies share one store. Moving copies too, so that a handle is never left empty.
+  PostgresStorage(const PostgresStorage&) = default;
+  PostgresStorage& operator=(const PostgresStorage&) = default;
+
   static constexpr bool stores_objects = false;
   static constexpr bool probe_before_acquire = false;
 

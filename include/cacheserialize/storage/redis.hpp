@@ -80,6 +80,10 @@ struct RedisKeyNames {
 /// Thread safety: every member may be called concurrently from any number of threads.
 class RedisStorage {
  public:
+  /// Copies share one store. Moving copies too, so that a handle is never left empty.
+  RedisStorage(const RedisStorage&) = default;
+  RedisStorage& operator=(const RedisStorage&) = default;
+
   static constexpr bool stores_objects = false;
   /// A hit is answered by `acquire` itself: one round trip, no separate look-up.
   static constexpr bool probe_before_acquire = false;
