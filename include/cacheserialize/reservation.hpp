@@ -5,10 +5,14 @@
 /// heartbeat thread that keeps every reservation it holds alive. `serialize_cached` is built on
 /// it; an engine that runs tasks itself can use it directly:
 ///
-///     auto claim = manager.claim(key, options);   // hit, or wait, or take the reservation
-///     if (claim.is_hit()) return decode(claim.output());
-///     auto& hold = claim.hold();                   // heartbeated until stored or released
-///     hold.store(encode(run_task()));              // fenced: rejected if the hold was lost
+///     auto claim = manager.claim(key, options);  // hit, or wait, or take the reservation
+///     if (claim.is_hit()) return cs::decode_value<Result>(claim.output().bytes);
+///     auto hold = std::move(claim.hold());        // heartbeated until stored or released
+///     Result r = run_task();
+///     hold.store(cs::StoredOutput::from_bytes(cs::encode_value(r)));  // fenced
+///
+/// (a byte storage; an object storage, such as `InMemoryStorage`, keeps
+/// `StoredOutput::from_object(std::make_shared<const Result>(r))`).
 
 #include <algorithm>
 #include <exception>
@@ -135,7 +139,7 @@ class Hold {
   /// @throws storage_error if the storage fails; the hold is then finished too, after one
   ///         attempt to release the reservation so that waiters need not sit out its expiry.
   StoreStatus store(StoredOutput output) {
-    detail::check_output_kind<Storage>("cacheserialize::Hold::store", output);
+    if (active()) detail::check_output_kind<Storage>("cacheserialize::Hold::store", output);
     const std::shared_ptr<Core> core = finish();
     detail::Lease& lease = *lease_;
     StoreResult r;
