@@ -139,10 +139,17 @@ TEST_CASE("a store of the wrong kind of output is refused, and the reservation s
   }
 }
 
-TEST_CASE("handles moved from stay usable: storages, clocks, managers and wrapped functions") {
+TEST_CASE(
+    "handles moved from stay usable: cancellation sources, storages, clocks, managers and "
+    "wrapped functions") {
   cs::ManualClock clock;
   cs::ManualClock clock2 = std::move(clock);
   CHECK(clock.now() == clock2.now());  // NOLINT(bugprone-use-after-move): the point of the test
+
+  cs::CancellationSource source;
+  cs::CancellationSource source2 = std::move(source);
+  source.cancel();  // NOLINT(bugprone-use-after-move)
+  CHECK(source2.token().cancelled());
 
   cs::InMemoryStorage storage;
   cs::InMemoryStorage storage2 = std::move(storage);

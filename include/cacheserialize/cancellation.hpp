@@ -98,6 +98,9 @@ class CancellationToken {
 class CancellationSource {
  public:
   CancellationSource() : state_(std::make_shared<detail::CancellationState>()) {}
+  /// Copies share one flag. Moving copies too, so that a source is never left empty.
+  CancellationSource(const CancellationSource&) = default;
+  CancellationSource& operator=(const CancellationSource&) = default;
 
   /// Cancels every token of this source and wakes their waiting callers. Idempotent.
   void cancel() noexcept {
