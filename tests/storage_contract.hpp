@@ -134,6 +134,20 @@ void check_storage_contract(MakeStorage make, ContractOptions options = {}) {
     }
   }
 
+  SECTION("a second store by a reservation already stored is rejected and changes nothing") {
+    const auto a = storage.acquire(key, request("a", t0)).reservation;
+    REQUIRE(storage.store_and_release(key, a, make_output<S>("A"), t0).status ==
+            cs::StoreStatus::stored);
+    const cs::StoreResult other = storage.store_and_release(key, a, make_output<S>("B"), t0);
+    CHECK(other.status == cs::StoreStatus::rejected);
+    CHECK(other.current.owner.empty());  // nobody holds the key: there is no holder to report
+    const cs::StoreResult same = storage.store_and_release(key, a, make_output<S>("A"), t0);
+    CHECK(same.status == cs::StoreStatus::rejected);
+    REQUIRE(storage.get(key));
+    CHECK(text_of<S>(*storage.get(key)) == "A");
+    CHECK(storage.release(key, a) == cs::ReleaseStatus::not_held);
+  }
+
   SECTION("release is only by the owner; anything else is a harmless no-op that says so") {
     CHECK(storage.release(key, cs::Reservation{"a", 1, t0}) == cs::ReleaseStatus::not_held);
     const auto a = storage.acquire(key, request("a", t0)).reservation;

@@ -2,6 +2,7 @@
 // holder's clock cannot lengthen its reservation.
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <exception>
 #include <string>
 
@@ -108,4 +109,42 @@ TEST_CASE("A holder whose clock runs hours ahead cannot lengthen its reservation
   CHECK(behind.stats().takeovers == 1);
   REQUIRE(events.count(cs::EventKind::took_over) == 1);
   CHECK(events.of(cs::EventKind::took_over)[0].holder == "dead-holder");
+}
+
+TEST_CASE(
+    "A waiter takes over a dead holder within 20 ms of its expiry by Redis's clock, never before") {
+  cs::RedisStorage storage = test::fresh_storage();
+  const cs::ReservationManager<cs::SystemClock, cs::RedisStorage> manager(storage);
+  REQUIRE(cs::ClaimOptions().poll_interval == 1s);  // the default: a poll is far longer than 20 ms
+  storage.put(cs::Key("expiry", "1", "warm-up"), cs::StoredOutput::from_bytes("x"));
+
+  // Redis's PTTL counts whole milliseconds: a waiter that wakes in the holder's last one is told
+  // "alive, 0 ms left". It must look again at once, not a poll later.
+  const cs::Duration ttl = 300ms;
+  for (int i = 0; i < 20; ++i) {
+    INFO("takeover " << i);
+    const cs::Key key("expiry", "1", "k" + std::to_string(i));
+    // The reservation's TTL starts on the server during the plant: its expiry falls between
+    // the plant's start + ttl and its end + ttl.
+    const auto plant_start = std::chrono::steady_clock::now();
+    const cs::AcquireResult dead =
+        storage.acquire(key, cs::AcquireRequest{"dead-owner", cs::SystemClock().now(), ttl, false});
+    const auto plant_end = std::chrono::steady_clock::now();
+    REQUIRE(dead.status == cs::AcquireStatus::acquired);
+
+    auto claim = manager.claim(key);
+    const auto taken = std::chrono::steady_clock::now();
+    using us = std::chrono::microseconds;
+    INFO("the plant took " << std::chrono::duration_cast<us>(plant_end - plant_start).count()
+                           << " us, the takeover came "
+                           << std::chrono::duration_cast<us>(taken - plant_start).count()
+                           << " us after its start");
+    REQUIRE_FALSE(claim.is_hit());
+    CHECK(claim.waited());
+    CHECK(claim.hold().took_over());
+    CHECK(taken >= plant_start + ttl);       // not before the expiry
+    CHECK(taken <= plant_end + ttl + 20ms);  // and within 20 ms of it
+    CHECK(claim.hold().release() == cs::ReleaseStatus::released);
+  }
+  CHECK(manager.stats().takeovers == 20);
 }

@@ -119,11 +119,14 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 )lua";
 
-// KEYS: out res fence. ARGV: owner, token, channel, origin, output_ttl_ms ('0': none), payload.
+// KEYS: out res fence. ARGV: owner, token, channel, origin, output_ttl_ms ('0': none), payload,
+// retry ('1': this is the operation's second attempt, after its connection broke; else '0').
 // -> {1} stored | {0[, token, expires_ns, owner]} rejected (with the current holder, if any)
 // Fencing: only the current reservation, or the caller's own that expired with nobody taking
-// the key since, may store. A retry of a store that already succeeded (the fence names it,
-// stored) reports stored without writing again.
+// the key since, may store. A reservation that already stored is no longer current: a second
+// store by it is rejected and writes nothing. Only the retry of a store whose reply was lost
+// with its connection (the fence names this reservation, stored, and the output there is this
+// very payload: the first attempt wrote it) reports stored, without writing again.
 inline constexpr const char* kRedisStore = R"lua(
 local tok, exp, own = reservation(KEYS[2])
 if tok then
@@ -131,7 +134,10 @@ if tok then
 else
   local n, o, s = fence(KEYS[3])
   if n ~= ARGV[2] or o ~= ARGV[1] or (s ~= 'l' and s ~= 's') then return {0} end
-  if s == 's' then return {1} end
+  if s == 's' then
+    if ARGV[7] == '1' and redis.call('GET', KEYS[1]) == ARGV[6] then return {1} end
+    return {0}
+  end
 end
 set_output(KEYS[1], ARGV[6], ARGV[5])
 redis.call('DEL', KEYS[2])

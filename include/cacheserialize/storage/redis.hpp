@@ -198,17 +198,21 @@ class RedisStorage {
   }
 
   /// Stores `output` and releases `mine` in one step, if `mine` is still the key's reservation
-  /// (fencing), and wakes the key's waiters. `now` is not needed: Redis keeps the time.
+  /// (fencing), and wakes the key's waiters. `now` is not needed: Redis keeps the time. A
+  /// reservation that already stored is rejected; only the retry after a broken connection of a
+  /// store whose first attempt did write (the output there is this one) is answered stored.
   /// @throws storage_error if the server cannot be reached or refuses (e.g. out of memory).
   StoreResult store_and_release(const Key& key, const Reservation& mine, StoredOutput output,
                                 TimePoint /*now*/) {
     const RedisKeyNames n = names(key);
     const std::string tok = std::to_string(mine.token);
     const std::string payload = with_magic(output.bytes);
+    int attempts = 0;  // run calls the lambda a second time only to retry on a new connection
     StoreResult result = run(key, "store", [&](detail::RedisConnection& c) {
-      detail::RedisReplyPtr r =
-          eval(c, state_->store, {n.output, n.reservation, n.fence},
-               {mine.owner, tok, n.channel, state_->origin, state_->output_ttl_px, payload});
+      const bool retry = attempts++ > 0;
+      detail::RedisReplyPtr r = eval(c, state_->store, {n.output, n.reservation, n.fence},
+                                     {mine.owner, tok, n.channel, state_->origin,
+                                      state_->output_ttl_px, payload, retry ? "1" : "0"});
       StoreResult out;
       if (code(*r) == 1) {
         out.status = StoreStatus::stored;
@@ -371,8 +375,9 @@ class RedisStorage {
 
   // Runs `op` on a pooled connection. A pooled connection found closed (the server restarted
   // or dropped idle clients) is replaced and `op` retried once on a new one: every script is
-  // safe to repeat for its caller (acquire re-finds its own reservation; store and release
-  // re-find their own fence). Timeouts are not retried: the server may be slow, not gone.
+  // safe to repeat for its caller (acquire re-finds its own reservation; release re-finds its
+  // own fence; store, told that it is a retry, re-finds its own fence and output). Timeouts are
+  // not retried: the server may be slow, not gone.
   template <class Op>
   auto run(const Key* key, const char* what, Op&& op) const
       -> std::invoke_result_t<Op&, detail::RedisConnection&> {
