@@ -1,4 +1,5 @@
 #include <cacheserialize/cache_key.hpp>
+#include <cacheserialize/cacheserialize.hpp>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -190,6 +191,39 @@ TEST_CASE("a CacheKey equals the key its KeySchema makes") {
   CHECK(one_go.digest() == from_schema.digest());
   CHECK(cs::CacheKey(sig, "1", std::string_view("text")) ==
         cs::CacheKey(sig, "1", std::string("text")));
+}
+
+TEST_CASE("a key built by an engine from the task's signature equals the wrapper's key") {
+  cs::InMemoryStorage storage;
+  const auto square =
+      cs::serialize_cached([](int n) { return n * n; }, cs::TaskOptions{"square", "1.0"}, storage);
+
+  // README.md, "Cache keys": a KeySchema of the function's type, with the task's name and version.
+  const cs::KeySchema<int(int)> schema(cs::TaskSignature{"square", ""}, "1.0");
+  const cs::Key key = schema.make(2);
+  CHECK(key == square.key(2));
+  CHECK(key.digest() == square.key(2).digest());
+  CHECK(schema.signature().interface == "(int)->int");
+
+  // With the wrapper's input names and ignored inputs, too.
+  cs::TaskOptions options{"train", "4"};
+  options.input_names = {"rows", "run_id"};
+  options.ignored_inputs = {"run_id"};
+  const auto train =
+      cs::serialize_cached([](const std::vector<double>& rows,
+                              const std::string&) { return static_cast<int>(rows.size()); },
+                           options, storage);
+  const cs::KeySchema<int(std::vector<double>, std::string)> train_schema(
+      cs::TaskSignature{"train", ""}, "4", options.input_names, options.ignored_inputs);
+  CHECK(train_schema.make({1.5}, "run 1") == train.key({1.5}, "run 2"));
+
+  // A CacheKey derives the interface from the inputs alone, as for a void result: "(int)", not
+  // the wrapper's "(int)->int", so it is not the wrapper's key...
+  const cs::CacheKey one_off(cs::TaskSignature{"square", ""}, "1.0", 2);
+  CHECK(one_off != square.key(2));
+  CHECK(one_off == cs::KeySchema<void(int)>(cs::TaskSignature{"square", ""}, "1.0").make(2));
+  // ...unless its signature spells the wrapper's interface out.
+  CHECK(cs::CacheKey(cs::TaskSignature{"square", "(int)->int"}, "1.0", 2) == square.key(2));
 }
 
 TEST_CASE("a key describes itself by task, version and the start of its digest") {

@@ -2,9 +2,12 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -23,6 +26,42 @@ TEST_CASE("InMemoryStorage keeps outputs as objects, so a hit is a copy and not 
   STATIC_REQUIRE((cs::storage_traits<cs::InMemoryStorage>::probe_before_acquire));
   STATIC_REQUIRE((cs::is_storage_v<cs::InMemoryStorage>));
   STATIC_REQUIRE((cs::storage_traits<cs::InMemoryStorage>::visits_outputs));
+}
+
+TEST_CASE("an output stored from a shared_ptr<T> is read back by a wrapper returning T") {
+  cs::ReservationManager<> manager;
+  int runs = 0;
+  auto ones = cs::serialize_cached(
+      [&runs](const std::string& s) {
+        ++runs;
+        return std::vector<int>(s.size(), 1);
+      },
+      cs::TaskOptions{"ones", "1"}, manager);
+
+  // Mutable and const pointees are stored alike, as the type T (no const).
+  const auto mutable_value = std::make_shared<std::vector<int>>(std::vector<int>{7, 8});
+  const cs::StoredOutput from_mutable = cs::StoredOutput::from_object(mutable_value);
+  REQUIRE(from_mutable.type != nullptr);
+  CHECK(*from_mutable.type == typeid(std::vector<int>));
+  CHECK(from_mutable.object.get() == mutable_value.get());  // shared, not copied
+  const cs::StoredOutput from_const =
+      cs::StoredOutput::from_object(std::make_shared<const std::vector<int>>());
+  REQUIRE(from_const.type != nullptr);
+  CHECK(*from_const.type == typeid(std::vector<int>));
+
+  // An engine's store through a hold, then a put: the wrapper hits both and never runs.
+  {
+    auto claim = manager.claim(ones.key("abc"));
+    REQUIRE_FALSE(claim.is_hit());
+    auto hold = std::move(claim.hold());
+    CHECK(hold.store(from_mutable) == cs::StoreStatus::stored);
+  }
+  manager.put(ones.key("xy"),
+              cs::StoredOutput::from_object(std::make_shared<std::vector<int>>(1, 9)));
+  CHECK(ones("abc") == std::vector<int>{7, 8});
+  CHECK(ones("xy") == std::vector<int>{9});
+  CHECK(runs == 0);
+  CHECK(manager.stats().hits == 2);
 }
 
 TEST_CASE("InMemoryStorage lets an exception out of visit_output and releases the shard") {

@@ -93,12 +93,19 @@ struct StoredOutput {
   const std::type_info* type = nullptr;  ///< object storages: the value's type, checked on reads
   std::string bytes;                     ///< byte storages: the encoded value
 
+  /// @param value the output, shared and not copied: it must not change once stored. It is
+  ///        stored as a `T` (typeid ignores const), so a wrapper returning `T` reads it.
   template <class T>
   static StoredOutput from_object(std::shared_ptr<const T> value) {
     StoredOutput out;
     out.type = &typeid(T);
     out.object = std::move(value);
     return out;
+  }
+  /// As above, for a `shared_ptr<T>` (from `std::make_shared<T>`): stored as the same `T`.
+  template <class T>
+  static StoredOutput from_object(std::shared_ptr<T> value) {
+    return from_object<T>(std::shared_ptr<const T>(std::move(value)));
   }
   static StoredOutput from_bytes(std::string bytes) {
     StoredOutput out;
