@@ -717,7 +717,7 @@ TEST_CASE(
     CHECK(strings(1) == "1");  // never reinterpreted
     const auto corrupt = w.recorder.of(cs::EventKind::corrupt_output);
     REQUIRE(corrupt.size() == 1);
-    CHECK(corrupt[0].detail.find("not of the function's return type") != std::string::npos);
+    CHECK(corrupt[0].detail.find("not of the expected type") != std::string::npos);
     CHECK(*w.storage.get(ints.key(1))->type == typeid(std::string));
   }
 }

@@ -95,4 +95,16 @@ class cancelled_error : public error {
       : error(message, std::move(key)) {}
 };
 
+namespace detail {
+
+/// "cacheserialize: reason [key]" -> "reason [key]", to nest one error's message in another's.
+inline std::string reason_of(const std::exception& e) {
+  std::string s = e.what();
+  const std::string prefix = "cacheserialize: ";
+  if (s.compare(0, prefix.size(), prefix) == 0) s.erase(0, prefix.size());
+  return s;
+}
+
+}  // namespace detail
+
 }  // namespace cacheserialize

@@ -29,6 +29,12 @@ enum class EventKind {
   store_failed,      ///< the output could not be encoded or stored; the caller still gets it
   corrupt_output,    ///< a storage found a damaged or foreign output and treated it as a miss,
                      ///< or a call could not decode a stored output and computes it again
+  held,              ///< try_claim found the key held by another owner (or by this manager
+                     ///< under the same owner): nothing was reserved, nothing waits
+  detached,          ///< the holder stopped heartbeating and handed the reservation on, unreleased
+  adopted,           ///< `adopt` took over the heartbeat of a handed-on reservation
+  abandoned,         ///< `ClaimOptions::alive` said the work is gone: the reservation was released
+  aborted,           ///< the holder released without an output because the work was cancelled
 };
 
 /// @return the event kind's name, e.g. "took_over".
@@ -56,6 +62,16 @@ inline const char* to_string(EventKind k) noexcept {
       return "store_failed";
     case EventKind::corrupt_output:
       return "corrupt_output";
+    case EventKind::held:
+      return "held";
+    case EventKind::detached:
+      return "detached";
+    case EventKind::adopted:
+      return "adopted";
+    case EventKind::abandoned:
+      return "abandoned";
+    case EventKind::aborted:
+      return "aborted";
   }
   return "unknown";
 }
@@ -71,6 +87,7 @@ struct Event {
   std::uint64_t token = 0;  ///< the fencing token of `owner`'s reservation, or of `holder`'s
   TimePoint expires_at{};   ///< acquired: ours; waiting: the holder's
   std::string_view detail;  ///< failures: the reason; woke: "output" or "acquired"
+  std::string_view tag;     ///< the claim's `ClaimOptions::tag` (e.g. the engine's node id)
 };
 
 /// Receives events synchronously, on the thread where they happen (a calling thread, or the
@@ -79,7 +96,7 @@ struct Event {
 using Listener = std::function<void(const Event&)>;
 
 /// A snapshot of a manager's counters. Each counts calls or operations since the manager was
-/// created.
+/// created, but for the gauges, which say how many there are now.
 struct Stats {
   std::uint64_t hits = 0;        ///< calls answered from the cache
   std::uint64_t misses = 0;      ///< calls that found no output on their first look
@@ -92,6 +109,13 @@ struct Stats {
   std::uint64_t heartbeat_failures = 0;  ///< extensions that could not reach the storage
   std::uint64_t store_failures = 0;      ///< outputs that could not be encoded or stored
   std::uint64_t corrupt_outputs = 0;     ///< stored outputs a call could not decode (recomputed)
+  std::uint64_t held = 0;          ///< try_claim calls that found the key held (nothing waited)
+  std::uint64_t adoptions = 0;     ///< reservations taken over by `adopt` after a hand-over
+  std::uint64_t detached = 0;      ///< holds handed on unreleased by `Hold::detach`
+  std::uint64_t abandoned = 0;     ///< holds released because `ClaimOptions::alive` said false
+  std::uint64_t aborted = 0;       ///< holds released with `ReleaseReason::aborted` (not failures)
+  std::uint64_t holds_active = 0;  ///< gauge: holds not yet stored, released or detached
+  std::uint64_t waiters_active = 0;  ///< gauge: blocking claims waiting for a holder now
 };
 
 }  // namespace cacheserialize

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstddef>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -77,7 +79,27 @@ struct ClaimOptions {
   std::optional<Duration> wait_timeout{};
   bool overwrite = false;
   CancellationToken cancel{};
+  /// The owner id to claim as; unset: a new one per call (`new_owner_id()`). An engine derives
+  /// it from what identifies one attempt of one task (Flyte's propeller: execution + node +
+  /// attempt), so that after a restart it claims as the same owner and resumes its own live
+  /// reservations at once (same fencing token, no takeover) instead of waiting for them to
+  /// expire. Two live callers must never share an owner id: each would take the other's
+  /// reservation for its own, and the function could run twice at once. Non-empty, at most
+  /// `max_owner_size` bytes.
+  std::optional<std::string> owner{};
+  /// A label of the engine's (e.g. its node id), carried by every event of this claim and of its
+  /// hold (`Event::tag`), so that "task X waits for Y" can name both.
+  std::string tag{};
+  /// Liveness of the work the hold stands for (e.g. "is the remote job still running?"). The
+  /// heartbeat calls it, on its thread, before each extension: `false`, or an exception,
+  /// releases the reservation at once (waiters take over without sitting out the expiry),
+  /// marks the hold lost and fires `abandoned`. Empty: the work lives as long as the hold. It
+  /// must be quick and thread-safe: every hold's extension waits for it.
+  std::function<bool()> alive{};
 };
+
+/// The longest owner id accepted (`ClaimOptions::owner`), in bytes.
+inline constexpr std::size_t max_owner_size = 1024;
 
 namespace detail {
 
@@ -126,6 +148,11 @@ inline void validate(const char* who, const ClaimOptions& o) {
   if (o.wait_timeout && o.wait_timeout->count() < 0) {
     throw std::invalid_argument(std::string(who) + ": wait_timeout must not be negative, got " +
                                 format_duration(*o.wait_timeout));
+  }
+  if (o.owner && (o.owner->empty() || o.owner->size() > max_owner_size)) {
+    throw std::invalid_argument(std::string(who) + ": owner must be 1 to " +
+                                std::to_string(max_owner_size) + " bytes (unset: generated), got " +
+                                std::to_string(o.owner->size()));
   }
 }
 

@@ -26,6 +26,7 @@
 #include "clock.hpp"
 #include "detail/counters.hpp"
 #include "detail/heartbeat.hpp"
+#include "detail/output_codec.hpp"
 #include "detail/owner_id.hpp"
 #include "detail/wake_time.hpp"
 #include "errors.hpp"
@@ -64,15 +65,13 @@ struct ManagerCore {
   Heartbeat<ManagerCore> heartbeat{*this};
 };
 
-/// "cacheserialize: reason [key]" -> "reason", to nest one error's message in another's.
-inline std::string reason_of(const std::exception& e) {
-  std::string s = e.what();
-  const std::string prefix = "cacheserialize: ";
-  if (s.compare(0, prefix.size(), prefix) == 0) s.erase(0, prefix.size());
-  return s;
-}
-
 }  // namespace detail
+
+/// Why a hold gives its reservation back without an output.
+enum class ReleaseReason {
+  failed,   ///< the work failed: a failure (`Stats::failures`, event `failed`)
+  aborted,  ///< the work was cancelled, not failed (`Stats::aborted`, event `aborted`)
+};
 
 /// A reservation this process holds: extended by the manager's heartbeat until it is stored,
 /// released, or destroyed (which releases it). Movable, not copyable.
@@ -167,6 +166,17 @@ class Hold {
     return r.status;
   }
 
+  /// Stores `value` as the manager's storage keeps outputs: a copy of the object for an object
+  /// storage, its `serializer<T>` encoding otherwise; then as `store`. Callers that read it
+  /// (`serialize_cached` wrappers, `Claim::value<T>()`) must expect a `T`: a reader of another
+  /// type reports the output as `corrupt_output` and computes its own.
+  /// @throws as `store`, and whatever encoding `value` throws (the hold then stays active).
+  template <class T>
+  StoreStatus store_value(const T& value) {
+    if (!active()) finish();  // throws the logic_error before any encoding
+    return store(detail::encode_output<Storage>(value));
+  }
+
   /// Encodes and stores an output, best effort: a cache that cannot store must not cost the
   /// caller its value. If `make_output()` or the store throws, the failure is reported (a
   /// `store_failed` event and counter) and the reservation released.
@@ -192,20 +202,36 @@ class Hold {
     return false;
   }
 
-  /// Releases the reservation without an output (the work failed), so that a waiter takes over
-  /// at once instead of at expiry.
+  /// Releases the reservation without an output, so that a waiter takes over at once instead
+  /// of at expiry.
+  /// @param reason `failed` (the work failed: counted in `Stats::failures`, event `failed`) or
+  ///        `aborted` (the work was cancelled, e.g. its workflow was: `Stats::aborted`, event
+  ///        `aborted`; not a failure).
   /// @return what the storage found; releasing a reservation that is gone or not ours is a
   ///         harmless no-op.
   /// @throws std::logic_error if the hold is finished or moved from.
   /// @throws storage_error if the storage fails; the reservation then expires on its own.
-  ReleaseStatus release() {
+  ReleaseStatus release(ReleaseReason reason = ReleaseReason::failed) {
     const std::shared_ptr<Core> core = finish();
-    detail::Counters::bump(core->counters.failures);
+    const bool aborted = reason == ReleaseReason::aborted;
+    detail::Counters::bump(aborted ? core->counters.aborted : core->counters.failures);
     const ReleaseStatus status = core->storage.release(lease_->key, lease_->reservation);
-    Event e = event(*lease_, EventKind::failed);
+    Event e = event(*lease_, aborted ? EventKind::aborted : EventKind::failed);
     e.detail = to_string(status);
     core->emit(e);
     return status;
+  }
+
+  /// Hands the reservation on without releasing it: heartbeating stops here, and another
+  /// process (or this one) continues it with `ReservationManager::adopt` before it expires,
+  /// e.g. the worker that runs the task. Fires `detached` (never `lost` or `failed`).
+  /// @return the reservation (owner, token, latest expiry), to pass to `adopt`.
+  /// @throws std::logic_error if the hold is finished or moved from.
+  Reservation detach() && {
+    const std::shared_ptr<Core> core = finish();
+    detail::Counters::bump(core->counters.detached);
+    core->emit(event(*lease_, EventKind::detached));
+    return reservation();
   }
 
  private:
@@ -260,6 +286,7 @@ class Hold {
     e.owner = lease.reservation.owner;
     e.token = lease.reservation.token;
     e.expires_at = from_unix_nanos(lease.expires_at.load());
+    e.tag = lease.terms.tag;
     return e;
   }
 
@@ -289,6 +316,13 @@ class Claim {
     if (!hold_) throw std::logic_error("cacheserialize::Claim::hold: the claim is a hit");
     return *hold_;
   }
+  /// @return the stored output decoded as a `T`, as the storage keeps outputs (see
+  ///         `Hold::store_value`).
+  /// @throws std::logic_error if the claim is not a hit; codec_error if it is not a `T`.
+  template <class T>
+  T value() {
+    return detail::decode_output_or_throw<Storage, T>(output());
+  }
 
  private:
   friend class ReservationManager<Clock, Storage>;
@@ -298,6 +332,78 @@ class Claim {
   StoredOutput output_;
   std::optional<Hold<Clock, Storage>> hold_;
   bool waited_ = false;
+};
+
+/// What `ReservationManager::try_claim` and `adopt` found.
+enum class ClaimStatus {
+  hit,       ///< an output is stored (try_claim): `output()`, `value<T>()`
+  acquired,  ///< the reservation is the caller's: `hold()`, heartbeated
+  held,      ///< another owner holds it: `holder()`, `remaining()`; nothing reserved or waited
+  free,      ///< adopt only: the reservation ended and nobody holds the key
+};
+
+/// The outcome of a non-blocking `ReservationManager::try_claim` or `adopt`. Movable.
+///
+/// `held` also answers a claim by an owner id under which this manager already heartbeats the
+/// key (an engine that claims a task it is already running): `holder().owner` is then the
+/// caller's own owner id, and no second hold is made.
+template <class Clock, class Storage>
+class TryClaimResult {
+ public:
+  ClaimStatus status() const noexcept { return status_; }
+  bool is_hit() const noexcept { return status_ == ClaimStatus::hit; }
+  bool is_acquired() const noexcept { return status_ == ClaimStatus::acquired; }
+  bool is_held() const noexcept { return status_ == ClaimStatus::held; }
+
+  /// @return the stored output. @throws std::logic_error unless `is_hit()`.
+  StoredOutput& output() {
+    expect(ClaimStatus::hit, "output");
+    return output_;
+  }
+  /// @return the stored output decoded as a `T` (see `Hold::store_value`).
+  /// @throws std::logic_error unless `is_hit()`; codec_error if it is not a `T`.
+  template <class T>
+  T value() {
+    return detail::decode_output_or_throw<Storage, T>(output());
+  }
+  /// @return the heartbeated hold; move it out to keep it. @throws std::logic_error unless
+  ///         `is_acquired()`.
+  Hold<Clock, Storage>& hold() {
+    expect(ClaimStatus::acquired, "hold");
+    return *hold_;
+  }
+  /// @return the holder's reservation (its expiry in the holder's own clock).
+  /// @throws std::logic_error unless `is_held()`.
+  const Reservation& holder() const {
+    expect(ClaimStatus::held, "holder");
+    return holder_;
+  }
+  /// @return how long the holder's reservation still lives, by the storage's clock (for
+  ///         `adopt`: by this manager's clock, from the holder's expiry).
+  /// @throws std::logic_error unless `is_held()`.
+  Duration remaining() const {
+    expect(ClaimStatus::held, "remaining");
+    return remaining_;
+  }
+
+ private:
+  friend class ReservationManager<Clock, Storage>;
+  TryClaimResult() = default;
+
+  void expect(ClaimStatus s, const char* what) const {
+    static const char* const names[] = {"a hit", "acquired", "held", "free"};
+    if (status_ != s) {
+      throw std::logic_error(std::string("cacheserialize::TryClaimResult::") + what +
+                             ": the result is " + names[static_cast<int>(status_)] + ", not " +
+                             names[static_cast<int>(s)]);
+    }
+  }
+
+  ClaimStatus status_ = ClaimStatus::free;
+  StoredOutput output_;
+  std::optional<Hold<Clock, Storage>> hold_;
+  Reservation holder_;
+  Duration remaining_{};
 };
 
 /// Runs the reservation protocol over a clock and a storage policy.
@@ -324,6 +430,7 @@ class ReservationManager {
   using storage_type = Storage;
   using hold_type = Hold<Clock, Storage>;
   using claim_type = Claim<Clock, Storage>;
+  using try_claim_type = TryClaimResult<Clock, Storage>;
 
   /// Copies share one state. Moving copies too, so that a handle is never left empty.
   ReservationManager(const ReservationManager&) = default;
@@ -351,16 +458,7 @@ class ReservationManager {
   static std::string new_owner_id() { return detail::new_owner_id(); }
 
   /// Looks `key` up without reserving anything; counts a hit or a miss.
-  std::optional<StoredOutput> lookup(const Key& key) const {
-    Core& core = *core_;
-    std::optional<StoredOutput> out = core.storage.get(key);
-    if (out) {
-      note_hit(key);
-    } else {
-      core.counters.misses.add();
-    }
-    return out;
-  }
+  std::optional<StoredOutput> lookup(const Key& key) const { return lookup(key, {}); }
 
   /// Stores `output` for `key` without a reservation (cache-only tasks).
   /// @throws std::invalid_argument for an output of the wrong kind, as `Hold::store`.
@@ -372,22 +470,145 @@ class ReservationManager {
   /// Returns the stored output of `key`, or takes its reservation, waiting while another owner
   /// holds a live one:
   /// - output stored (and not `options.overwrite`): a hit;
-  /// - no reservation, or an expired one: it becomes this call's (heartbeated) hold;
+  /// - no reservation, an expired one, or one of `options.owner` (a restarted engine resuming
+  ///   its own): it becomes this call's (heartbeated) hold;
   /// - a live reservation of another owner: wait until the storage signals a store or release
   ///   (or, for storages that cannot, the next poll) or the holder's expiry, then try again.
+  ///   A `waiting` event names the holder, again whenever the holder or its expiry changes.
   ///
   /// @throws timeout_error   after `options.wait_timeout` of waiting (naming the holder).
   /// @throws cancelled_error when `options.cancel` is cancelled while the call waits, or before
   ///         it starts: a call whose token is already cancelled returns a stored output if there
   ///         is one, and otherwise takes no reservation.
   /// @throws std::invalid_argument for invalid options.
+  /// @throws std::logic_error if this manager already holds the key for `options.owner` (a
+  ///         second hold of one reservation; waiting for it would wait for oneself).
   /// @throws storage_error   (or the storage's own exceptions) when the storage fails.
   claim_type claim(const Key& key, const ClaimOptions& options = {}) const {
     detail::validate("cacheserialize::ReservationManager::claim", options);
     if (storage_traits<Storage>::probe_before_acquire && !options.overwrite) {
-      if (std::optional<StoredOutput> out = lookup(key)) return claim_type(std::move(*out), false);
+      if (std::optional<StoredOutput> out = lookup(key, options.tag))
+        return claim_type(std::move(*out), false);
     }
     return acquire_or_wait(key, options);
+  }
+
+  /// Looks at `key` once, without blocking or waiting, in exactly one storage operation (one
+  /// round trip on a networked store): its stored output (unless `options.overwrite`), or its
+  /// reservation taken for the caller, or who holds it. The way an engine evaluates tasks in
+  /// rounds on a small pool: a held task is simply looked at again in a later round.
+  ///
+  /// Counts a hit, an execution (acquired) or a `held`; fires `hit`, `acquired` (and
+  /// `took_over`) or `held`, never `waiting`. `wait_timeout` and `poll_interval` play no part.
+  /// @return a result whose status is hit, acquired or held.
+  /// @throws cancelled_error if `options.cancel` is cancelled (nothing is looked up).
+  /// @throws std::invalid_argument for invalid options.
+  /// @throws storage_error (or the storage's own exceptions) when the storage fails.
+  try_claim_type try_claim(const Key& key, const ClaimOptions& options = {}) const {
+    detail::validate("cacheserialize::ReservationManager::try_claim", options);
+    if (options.cancel.cancelled()) {
+      throw cancelled_error("cancelled before the call started: nothing looked up", key.describe());
+    }
+    Core& core = *core_;
+    const Terms terms = terms_of("cacheserialize::ReservationManager::try_claim", options);
+    const std::string owner = options.owner ? *options.owner : new_owner_id();
+    const TimePoint now = core.clock.now();
+    AcquireResult r =
+        core.storage.acquire(key, AcquireRequest{owner, now, terms.ttl, options.overwrite});
+    try_claim_type result;
+    switch (r.status) {
+      case AcquireStatus::hit:
+        note_hit(key, options.tag);
+        result.status_ = ClaimStatus::hit;
+        result.output_ = std::move(r.output);
+        return result;
+      case AcquireStatus::acquired:
+        if (std::optional<hold_type> hold =
+                make_hold(key, r, terms, options, now, EventKind::acquired, false)) {
+          result.status_ = ClaimStatus::acquired;
+          result.hold_ = std::move(hold);
+          return result;
+        }
+        r.remaining = terms.ttl;  // already held here, under this owner: as it was just extended
+        break;
+      case AcquireStatus::held:
+        break;
+    }
+    note_held(key, owner, r.reservation, options.tag);
+    result.status_ = ClaimStatus::held;
+    result.holder_ = std::move(r.reservation);
+    result.remaining_ = r.remaining;
+    return result;
+  }
+
+  /// Continues a reservation handed on by `Hold::detach` (in this process or another): a
+  /// fenced extension, so it succeeds only if the reservation is still that owner's with that
+  /// token (or expired with nobody taking the key since); then a hold heartbeated here.
+  ///
+  /// @param reservation as `detach` returned it (owner and token decide; the expiry is not
+  ///        used).
+  /// @param options the hold's timing, tag and liveness; `owner`, if set, must be the
+  ///        reservation's.
+  /// @return acquired (`hold()`, event `adopted`, counted in `Stats::adoptions`); held, with the
+  ///         key's current holder, if it was taken over meanwhile, or if this manager already
+  ///         heartbeats it; or free, if the reservation ended and nobody holds the key.
+  /// @throws std::invalid_argument for a reservation without an owner or a token, a mismatched
+  ///         `options.owner`, or invalid options.
+  /// @throws cancelled_error if `options.cancel` is cancelled (nothing is done).
+  /// @throws storage_error (or the storage's own exceptions) when the storage fails.
+  try_claim_type adopt(const Key& key, const Reservation& reservation,
+                       const ClaimOptions& options = {}) const {
+    const char* const who = "cacheserialize::ReservationManager::adopt";
+    detail::validate(who, options);
+    if (reservation.owner.empty() || reservation.token == 0) {
+      throw std::invalid_argument(std::string(who) +
+                                  ": the reservation has no owner or no token: pass the one "
+                                  "that Hold::detach returned");
+    }
+    if (options.owner && *options.owner != reservation.owner) {
+      throw std::invalid_argument(std::string(who) + ": options.owner '" + *options.owner +
+                                  "' is not the reservation's owner '" + reservation.owner + "'");
+    }
+    if (options.cancel.cancelled()) {
+      throw cancelled_error("cancelled before the call started: nothing adopted", key.describe());
+    }
+    Core& core = *core_;
+    const Terms terms = terms_of(who, options);
+    const TimePoint now = core.clock.now();
+    const ExtendResult r = core.storage.extend(key, reservation, now, terms.ttl);
+    try_claim_type result;
+    if (r.status == ExtendStatus::extended) {
+      AcquireResult mine;
+      mine.reservation = r.current;
+      ClaimOptions as_owner = options;
+      as_owner.owner = reservation.owner;  // one hold per key and owner, as for a chosen owner
+      if (std::optional<hold_type> hold =
+              make_hold(key, mine, terms, as_owner, now, EventKind::adopted, false)) {
+        result.status_ = ClaimStatus::acquired;
+        result.hold_ = std::move(hold);
+        return result;
+      }
+      result.status_ = ClaimStatus::held;
+      result.holder_ = r.current;
+      result.remaining_ = terms.ttl;
+      return result;
+    }
+    if (r.current.owner.empty()) return result;  // free
+    result.status_ = ClaimStatus::held;
+    result.holder_ = r.current;
+    result.remaining_ = std::max(Duration::zero(), r.current.expires_at - now);
+    return result;
+  }
+
+  /// @return who holds `key` now, as the storage sees it (owner, token, the holder's view of its
+  ///         expiry; possibly expired if nobody took it since), or nothing: one read-only
+  ///         storage operation. For "task X waits for Y until T" without waiting.
+  /// @throws storage_error (or the storage's own exceptions) when the storage fails.
+  std::optional<Reservation> holder(const Key& key) const {
+    static_assert(detail::has_reservation<Storage>::value,
+                  "cacheserialize: ReservationManager::holder needs the storage member "
+                  "`std::optional<Reservation> reservation(const Key&) const`");
+    return core_->storage.reservation(key);
   }
 
  private:
@@ -399,6 +620,30 @@ class ReservationManager {
   template <class Fn, class C, class S, class Signature>
   friend class SerializedFunction;
 
+  // A reservation's timing, from the claim's options and the manager's defaults.
+  struct Terms {
+    Duration interval;
+    Duration ttl;
+  };
+  Terms terms_of(const char* who, const ClaimOptions& options) const {
+    const Core& core = *core_;
+    const Duration interval = options.heartbeat_interval.value_or(core.options.heartbeat_interval);
+    return Terms{interval, detail::reservation_ttl(
+                               who, interval,
+                               options.grace_multiplier.value_or(core.options.grace_multiplier))};
+  }
+
+  std::optional<StoredOutput> lookup(const Key& key, std::string_view tag) const {
+    Core& core = *core_;
+    std::optional<StoredOutput> out = core.storage.get(key);
+    if (out) {
+      note_hit(key, tag);
+    } else {
+      core.counters.misses.add();
+    }
+    return out;
+  }
+
   // A hit read in place (storages with visit_output): `f(const StoredOutput&)` copies the value
   // out. Counts a hit or a miss as `lookup` does; events are emitted after the storage's call.
   // @return whether there was an output.
@@ -406,7 +651,7 @@ class ReservationManager {
   bool visit(const Key& key, F&& f) const {
     Core& core = *core_;
     if (core.storage.visit_output(key, std::forward<F>(f))) {
-      note_hit(key);
+      note_hit(key, {});
       return true;
     }
     core.counters.misses.add();
@@ -429,24 +674,40 @@ class ReservationManager {
     return std::make_shared<Core>(std::move(storage), std::move(clock), std::move(options));
   }
 
-  void note_hit(const Key& key) const {
+  void note_hit(const Key& key, std::string_view tag) const {
     Core& core = *core_;
     core.counters.hits.add();
     if (core.options.listener) {
       Event e;
       e.kind = EventKind::hit;
       e.key = &key;
+      e.tag = tag;
       core.emit(e);
     }
   }
 
+  void note_held(const Key& key, const std::string& owner, const Reservation& holder,
+                 std::string_view tag) const {
+    Core& core = *core_;
+    detail::Counters::bump(core.counters.held);
+    emit_about(key, owner, holder, EventKind::held, tag);
+  }
+
+  // The gauge of blocking claims that wait now.
+  struct Waiting {
+    explicit Waiting(detail::Counters& c) : counters(c) {
+      detail::Counters::bump(c.waiters_active);
+    }
+    ~Waiting() { counters.waiters_active.fetch_sub(1, std::memory_order_relaxed); }
+    Waiting(const Waiting&) = delete;
+    Waiting& operator=(const Waiting&) = delete;
+    detail::Counters& counters;
+  };
+
   claim_type acquire_or_wait(const Key& key, const ClaimOptions& options) const {
     Core& core = *core_;
-    const Duration interval = options.heartbeat_interval.value_or(core.options.heartbeat_interval);
-    const Duration ttl =
-        detail::reservation_ttl("cacheserialize::ReservationManager::claim", interval,
-                                options.grace_multiplier.value_or(core.options.grace_multiplier));
-    const std::string owner = new_owner_id();
+    const Terms terms = terms_of("cacheserialize::ReservationManager::claim", options);
+    const std::string owner = options.owner ? *options.owner : new_owner_id();
     const TimePoint start = core.clock.now();
     const TimePoint give_up = options.wait_timeout
                                   ? detail::saturating_add(start, *options.wait_timeout)
@@ -455,7 +716,7 @@ class ReservationManager {
     if (options.cancel.cancelled()) {  // a stored output costs nothing; work must not start
       if constexpr (!storage_traits<Storage>::probe_before_acquire) {
         if (!options.overwrite) {
-          if (std::optional<StoredOutput> out = lookup(key))
+          if (std::optional<StoredOutput> out = lookup(key, options.tag))
             return claim_type(std::move(*out), false);
         }
       }
@@ -466,8 +727,8 @@ class ReservationManager {
     Signal signal;  // raised by the storage (store/release) and by cancellation
     Subscription subscription;
     CancellationToken::Registration cancel_registration;
+    std::optional<Waiting> waiting;  // engaged once the call waits
     bool registered = false;
-    bool waited = false;
     Reservation waited_on;  // the holder last reported through a `waiting` event
     Duration recheck = detail::expiry_recheck;  // after a "no time left" answer
 
@@ -475,14 +736,22 @@ class ReservationManager {
       signal.reset();
       const TimePoint now = core.clock.now();
       AcquireResult r =
-          core.storage.acquire(key, AcquireRequest{owner, now, ttl, options.overwrite});
+          core.storage.acquire(key, AcquireRequest{owner, now, terms.ttl, options.overwrite});
+      const bool waited = waiting.has_value();
       switch (r.status) {
         case AcquireStatus::hit:
-          if (waited) emit_woke(key, owner, "output");
-          note_hit(key);
+          if (waited) emit_woke(key, owner, "output", options.tag);
+          note_hit(key, options.tag);
           return claim_type(std::move(r.output), waited);
         case AcquireStatus::acquired:
-          return take(key, std::move(r), interval, ttl, now, waited);
+          if (std::optional<hold_type> hold =
+                  make_hold(key, r, terms, options, now, EventKind::acquired, waited)) {
+            return claim_type(std::move(*hold), waited);
+          }
+          throw std::logic_error(
+              "cacheserialize::ReservationManager::claim: this manager already holds the key "
+              "for owner '" +
+              owner + "' through another Hold (" + key.describe() + ")");
         case AcquireStatus::held:
           break;
       }
@@ -497,12 +766,13 @@ class ReservationManager {
         if (!options.cancel.cancelled()) continue;
       }
       if (!waited) {
-        waited = true;
+        waiting.emplace(core.counters);
         detail::Counters::bump(core.counters.waits);
       }
-      if (r.reservation.owner != waited_on.owner || r.reservation.token != waited_on.token) {
+      if (r.reservation.owner != waited_on.owner || r.reservation.token != waited_on.token ||
+          r.reservation.expires_at != waited_on.expires_at) {
         waited_on = r.reservation;
-        emit_waiting(key, owner, r.reservation);
+        emit_about(key, owner, r.reservation, EventKind::waiting, options.tag);
       }
       if (options.cancel.cancelled()) {
         throw cancelled_error("cancelled while waiting for holder " + r.reservation.owner,
@@ -523,12 +793,19 @@ class ReservationManager {
     }
   }
 
-  claim_type take(const Key& key, AcquireResult r, Duration interval, Duration ttl, TimePoint now,
-                  bool waited) const {
+  // Heartbeats the reservation `r` (acquired, or extended by adopt) and reports it.
+  // @return the hold; nothing if this manager already holds the key for the chosen owner (the
+  //         reservation is then left alone: it is that other hold's).
+  std::optional<hold_type> make_hold(const Key& key, const AcquireResult& r, const Terms& terms,
+                                     const ClaimOptions& options, TimePoint now, EventKind kind,
+                                     bool waited) const {
     Core& core = *core_;
     std::shared_ptr<detail::Lease> lease;
     try {
-      lease = core.heartbeat.add(key, r.reservation, interval, ttl, now);
+      lease = core.heartbeat.add(key, r.reservation,
+                                 detail::LeaseTerms{terms.interval, terms.ttl, options.tag,
+                                                    options.alive, options.owner.has_value()},
+                                 now);
     } catch (...) {  // no heartbeat, no hold: give the reservation back at once
       try {
         core.storage.release(key, r.reservation);
@@ -536,13 +813,17 @@ class ReservationManager {
       }
       throw;
     }
-    detail::Counters::bump(core.counters.executions);
+    if (!lease) return std::nullopt;
+    detail::Counters::bump(kind == EventKind::adopted ? core.counters.adoptions
+                                                      : core.counters.executions);
+    if (r.previous) detail::Counters::bump(core.counters.takeovers);
     if (core.options.listener) {
       Event e;
       e.key = &key;
       e.owner = r.reservation.owner;
       e.token = r.reservation.token;
       e.expires_at = r.reservation.expires_at;
+      e.tag = options.tag;
       if (r.previous) {
         e.kind = EventKind::took_over;
         e.holder = r.previous->owner;
@@ -555,30 +836,34 @@ class ReservationManager {
         core.emit(e);
         e.detail = {};
       }
-      e.kind = EventKind::acquired;
+      e.kind = kind;
       core.emit(e);
     }
-    if (r.previous) detail::Counters::bump(core.counters.takeovers);
-    return claim_type(hold_type(core_, std::move(lease), r.previous.has_value()), waited);
+    return hold_type(core_, std::move(lease), r.previous.has_value());
   }
 
-  void emit_waiting(const Key& key, const std::string& owner, const Reservation& holder) const {
+  // An event about another holder (`waiting`, `held`), from the point of view of `owner`.
+  void emit_about(const Key& key, const std::string& owner, const Reservation& holder,
+                  EventKind kind, std::string_view tag) const {
     Event e;
-    e.kind = EventKind::waiting;
+    e.kind = kind;
     e.key = &key;
     e.owner = owner;
     e.holder = holder.owner;
     e.token = holder.token;
     e.expires_at = holder.expires_at;
+    e.tag = tag;
     core_->emit(e);
   }
 
-  void emit_woke(const Key& key, const std::string& owner, const char* why) const {
+  void emit_woke(const Key& key, const std::string& owner, const char* why,
+                 std::string_view tag) const {
     Event e;
     e.kind = EventKind::woke;
     e.key = &key;
     e.owner = owner;
     e.detail = why;
+    e.tag = tag;
     core_->emit(e);
   }
 

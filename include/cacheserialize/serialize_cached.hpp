@@ -27,6 +27,7 @@
 #include "cache_key.hpp"
 #include "clock.hpp"
 #include "detail/function_traits.hpp"
+#include "detail/output_codec.hpp"
 #include "errors.hpp"
 #include "options.hpp"
 #include "reservation.hpp"
@@ -166,7 +167,7 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     if (std::optional<StoredOutput> out = s.manager.core_->storage.get(key)) {
       std::optional<R> value;
       if (decode(*out, value).empty()) {  // the unreadable one is not reported twice
-        hold.discard();  // replaced meanwhile by another caller's recomputation
+        hold.discard();                   // replaced meanwhile by another caller's recomputation
         return std::move(*value);
       }
     }
@@ -215,33 +216,9 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     return Found::unreadable;
   }
 
-  static StoredOutput encode(const R& value) {
-    if constexpr (storage_traits<Storage>::stores_objects) {
-      return StoredOutput::from_object(std::make_shared<const R>(value));
-    } else {
-      return StoredOutput::from_bytes(encode_value(value));
-    }
-  }
-
-  // Decodes `out` into `value`.
-  // @return why it cannot be decoded (`value` then stays empty); empty when it was decoded.
+  static StoredOutput encode(const R& value) { return detail::encode_output<Storage>(value); }
   static std::string decode(const StoredOutput& out, std::optional<R>& value) {
-    if constexpr (storage_traits<Storage>::stores_objects) {
-      if (!out.object || !out.type || *out.type != typeid(R)) {
-        return "the stored output is not of the function's return type (two tasks with one "
-               "name, version and interface but different return types?)";
-      }
-      value.emplace(*static_cast<const R*>(out.object.get()));
-    } else {
-      try {
-        value.emplace(decode_value<R>(out.bytes));
-      } catch (const std::bad_alloc&) {
-        throw;
-      } catch (const std::exception& e) {  // the serializer's own, or a user decode's
-        return "cannot decode the stored output: " + detail::reason_of(e);
-      }
-    }
-    return {};
+    return detail::decode_output<Storage>(out, value);
   }
 
   std::shared_ptr<const State> state_;

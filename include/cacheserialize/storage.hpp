@@ -44,6 +44,9 @@
 ///         // put or release of the key. A storage that may miss such an event (a dropped
 ///         // connection) must raise the signals of all its subscribers when it recovers.
 ///         // Storages without it are polled.
+///     std::optional<Reservation> reservation(const Key&) const;
+///         // the key's reservation (live, or expired with nobody taking it since), if any: one
+///         // read-only operation. Needed by ReservationManager::holder.
 ///     template <class F> bool visit_output(const Key&, F&& f) const;
 ///         // if an output is stored: calls f(const StoredOutput&) while that output is
 ///         // guaranteed to stay alive and unchanged (e.g. under the storage's read lock), then
@@ -241,6 +244,9 @@ CACHESERIALIZE_DETECT(has_subscribe,
 CACHESERIALIZE_DETECT(has_visit_output, bool(std::declval<const S&>().visit_output(
                                             std::declval<const Key&>(),
                                             std::declval<void (&)(const StoredOutput&)>())));
+CACHESERIALIZE_DETECT(
+    has_reservation,
+    std::optional<Reservation>(std::declval<const S&>().reservation(std::declval<const Key&>())));
 CACHESERIALIZE_DETECT(has_stores_objects, S::stores_objects);
 CACHESERIALIZE_DETECT(has_probe_before_acquire, S::probe_before_acquire);
 

@@ -49,6 +49,13 @@ struct Counters {
   std::atomic<std::uint64_t> heartbeat_failures{0};
   std::atomic<std::uint64_t> store_failures{0};
   std::atomic<std::uint64_t> corrupt_outputs{0};
+  std::atomic<std::uint64_t> held{0};
+  std::atomic<std::uint64_t> adoptions{0};
+  std::atomic<std::uint64_t> detached{0};
+  std::atomic<std::uint64_t> abandoned{0};
+  std::atomic<std::uint64_t> aborted{0};
+  std::atomic<std::uint64_t> holds_active{0};    // gauge
+  std::atomic<std::uint64_t> waiters_active{0};  // gauge
 
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
     c.fetch_add(1, std::memory_order_relaxed);
@@ -67,6 +74,13 @@ struct Counters {
     s.heartbeat_failures = heartbeat_failures.load(std::memory_order_relaxed);
     s.store_failures = store_failures.load(std::memory_order_relaxed);
     s.corrupt_outputs = corrupt_outputs.load(std::memory_order_relaxed);
+    s.held = held.load(std::memory_order_relaxed);
+    s.adoptions = adoptions.load(std::memory_order_relaxed);
+    s.detached = detached.load(std::memory_order_relaxed);
+    s.abandoned = abandoned.load(std::memory_order_relaxed);
+    s.aborted = aborted.load(std::memory_order_relaxed);
+    s.holds_active = holds_active.load(std::memory_order_relaxed);
+    s.waiters_active = waiters_active.load(std::memory_order_relaxed);
     return s;
   }
 };

@@ -8,11 +8,14 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -26,27 +29,42 @@
 namespace cacheserialize {
 namespace detail {
 
+/// How one reservation is kept: its timing, and what the claim asked for.
+struct LeaseTerms {
+  Duration interval{};          // between extensions
+  Duration ttl{};               // each extension's lifetime
+  std::string tag;              // ClaimOptions::tag, for every event of the hold
+  std::function<bool()> alive;  // ClaimOptions::alive; empty: always
+  bool chosen_owner = false;    // the caller chose the owner id: one lease per key and owner
+};
+
 /// One held reservation, as the heartbeat sees it.
 struct Lease {
-  Lease(Key k, Reservation r, Duration i, Duration t)
+  Lease(Key k, Reservation r, LeaseTerms t)
       : key(std::move(k)),
         reservation(std::move(r)),
-        interval(i),
-        ttl(t),
+        terms(std::move(t)),
         expires_at(to_unix_nanos(reservation.expires_at)) {}
 
   const Key key;
   const Reservation reservation;  // owner and token never change; expiry is `expires_at`
-  const Duration interval;
-  const Duration ttl;
+  const LeaseTerms terms;
   std::atomic<std::int64_t> expires_at;  // latest expiry, nanoseconds since the epoch
   std::atomic<bool> lost{false};         // an extension found another owner (or none)
   std::atomic<bool> removed{false};      // the holder is done: results about it are moot
 
   // Scheduling, guarded by the heartbeat's mutex.
   bool scheduled = false;
+  bool indexed = false;  // in the heartbeat's index of chosen owners
   std::multimap<TimePoint, std::shared_ptr<Lease>>::iterator where;
 };
+
+/// The index entry of a lease whose owner the caller chose: key and owner, unambiguously.
+inline std::string lease_id(const Key& key, std::string_view owner) {
+  std::string id = std::to_string(owner.size());
+  id.append(1, ':').append(owner).append(key.encoded());
+  return id;
+}
 
 /// @tparam Core the manager's shared state: `storage`, `clock`, `counters`, `emit(const Event&)`.
 ///
@@ -77,32 +95,51 @@ class Heartbeat {
 
   /// Starts extending a reservation acquired at `acquired_at`; the first extension is due one
   /// interval after it. Starts the thread on first use.
+  /// @return the lease; null if the caller chose the owner and this heartbeat already extends a
+  ///         reservation of that owner on that key (a second heartbeat would be a second holder).
   /// @throws std::system_error if the thread cannot be started (the lease is then not added).
-  std::shared_ptr<Lease> add(const Key& key, const Reservation& r, Duration interval, Duration ttl,
+  std::shared_ptr<Lease> add(const Key& key, const Reservation& r, LeaseTerms terms,
                              TimePoint acquired_at) {
-    auto lease = std::make_shared<Lease>(key, r, interval, ttl);
-    const TimePoint due = saturating_add(acquired_at, interval);
+    auto lease = std::make_shared<Lease>(key, r, std::move(terms));
+    const TimePoint due = saturating_add(acquired_at, lease->terms.interval);
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+      if (lease->terms.chosen_owner) {
+        if (!chosen_.insert(lease_id(key, r.owner)).second) return nullptr;
+        lease->indexed = true;
+      }
+      try {
+        if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+      } catch (...) {
+        if (lease->indexed) chosen_.erase(lease_id(key, r.owner));
+        throw;
+      }
       lease->where = schedule_.emplace(due, lease);
       lease->scheduled = true;
       wake = due < sleeping_until_;
     }
+    Counters::bump(core_.counters.holds_active);
     if (wake) wake_.notify();
     return lease;
   }
 
-  /// Stops extending `lease`. Call it before releasing the reservation, so that a failed
+  /// Stops extending `lease`, once. Call it before releasing the reservation, so that a failed
   /// extension caused by that release is not reported as a loss.
   void remove(Lease& lease) {
-    lease.removed.store(true);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (lease.scheduled) {
-      schedule_.erase(lease.where);
-      lease.scheduled = false;
+    if (lease.removed.exchange(true)) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (lease.scheduled) {
+        schedule_.erase(lease.where);
+        lease.scheduled = false;
+      }
+      if (lease.indexed) {
+        chosen_.erase(lease_id(lease.key, lease.reservation.owner));
+        lease.indexed = false;
+      }
     }
+    core_.counters.holds_active.fetch_sub(1, std::memory_order_relaxed);
   }
 
  private:
@@ -122,7 +159,7 @@ class Heartbeat {
         lock.lock();
         for (auto& lease : due) {
           if (lease->removed.load() || lease->lost.load()) continue;
-          lease->where = schedule_.emplace(saturating_add(now, lease->interval), lease);
+          lease->where = schedule_.emplace(saturating_add(now, lease->terms.interval), lease);
           lease->scheduled = true;
         }
         continue;
@@ -138,14 +175,16 @@ class Heartbeat {
 
   void beat(Lease& lease) {
     if (lease.removed.load()) return;
+    if (!alive(lease)) {
+      abandon(lease);
+      return;
+    }
     const TimePoint now = core_.clock.now();
-    Event e;
-    e.key = &lease.key;
-    e.owner = lease.reservation.owner;
-    e.token = lease.reservation.token;
+    Event e = event_of(lease);
     std::string why;
     try {
-      const ExtendResult r = core_.storage.extend(lease.key, lease.reservation, now, lease.ttl);
+      const ExtendResult r =
+          core_.storage.extend(lease.key, lease.reservation, now, lease.terms.ttl);
       if (r.status == ExtendStatus::extended) {
         lease.expires_at.store(to_unix_nanos(r.current.expires_at));
         Counters::bump(core_.counters.heartbeats);
@@ -171,9 +210,47 @@ class Heartbeat {
     core_.emit(e);
   }
 
+  static bool alive(const Lease& lease) noexcept {
+    if (!lease.terms.alive) return true;
+    try {
+      return lease.terms.alive();
+    } catch (...) {  // a liveness check that cannot answer: the work is taken for gone
+      return false;
+    }
+  }
+
+  // The work behind the lease is gone: release at once, so that a waiter need not sit out the
+  // expiry, and mark the hold lost (its store would be refused; it must not be extended).
+  void abandon(Lease& lease) {
+    if (lease.lost.exchange(true)) return;
+    std::string what;
+    try {
+      what = to_string(core_.storage.release(lease.key, lease.reservation));
+    } catch (const std::exception& ex) {  // it expires on its own
+      what = std::string("the release failed, the reservation expires on its own: ") + ex.what();
+    } catch (...) {
+      what = "the release failed, the reservation expires on its own";
+    }
+    Counters::bump(core_.counters.abandoned);
+    Event e = event_of(lease);
+    e.kind = EventKind::abandoned;
+    e.detail = what;
+    core_.emit(e);
+  }
+
+  static Event event_of(const Lease& lease) {
+    Event e;
+    e.key = &lease.key;
+    e.owner = lease.reservation.owner;
+    e.token = lease.reservation.token;
+    e.tag = lease.terms.tag;
+    return e;
+  }
+
   Core& core_;
   std::mutex mu_;  // guards everything below; never held across storage or listener calls
   std::multimap<TimePoint, std::shared_ptr<Lease>> schedule_;
+  std::unordered_set<std::string> chosen_;  // lease_id of every lease with a chosen owner
   TimePoint sleeping_until_ = TimePoint::min();
   bool stop_ = false;
   Signal wake_;

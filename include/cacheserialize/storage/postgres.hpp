@@ -250,6 +250,20 @@ class PostgresStorage {
     return StoredOutput::from_bytes(r.bytes(0, 0));
   }
 
+  /// @return the key's reservation (live, or expired with nobody taking it since), if any, its
+  ///         expiry by the server's clock. Read-only; one round trip.
+  std::optional<Reservation> reservation(const Key& key) const {
+    const std::string h = detail::pg::key_hash(key);
+    const detail::pg::Result r =
+        run(state_->ops, key, "reservation", [&](detail::pg::Connection& c, int) {
+          detail::pg::Params p;
+          p.bytes(h);
+          return c.prepared(detail::pg::stmt_reservation, p);
+        });
+    if (r.rows() == 0) return std::nullopt;
+    return reservation(r, 0);
+  }
+
   /// Get-or-extend (storage.hpp), with the server's clock: `req.now` is ignored. One round trip.
   AcquireResult acquire(const Key& key, const AcquireRequest& req) {
     const std::string h = detail::pg::key_hash(key);

@@ -30,6 +30,7 @@ inline constexpr const char* stmt_extend = "cacheserialize_extend";
 inline constexpr const char* stmt_release = "cacheserialize_release";
 inline constexpr const char* stmt_store = "cacheserialize_store";
 inline constexpr const char* stmt_put = "cacheserialize_put";
+inline constexpr const char* stmt_reservation = "cacheserialize_reservation";
 
 /// @throws std::invalid_argument unless `name` is a plain SQL identifier (or, for a prefix, may
 ///         be empty), short enough for PostgreSQL's 63-byte limit with `reserve` bytes appended.
@@ -172,6 +173,10 @@ inline std::string prepare_sql(const Names& n) {
   std::string sql;
   sql += "PREPARE " + std::string(stmt_get) + " (bytea) AS SELECT output FROM " + n.entries +
          " WHERE key_hash = $1 AND output IS NOT NULL;";
+  // reservation: $1 key_hash. Read-only: the row's holder, live or expired, if any.
+  sql += "PREPARE " + std::string(stmt_reservation) +
+         " (bytea) AS SELECT owner, token, expires_ns FROM " + n.entries +
+         " WHERE key_hash = $1 AND owner IS NOT NULL;";
 
   // A hit is read from the statement's snapshot without a lock or a write. Otherwise one upsert
   // decides on the latest row: take it (free, released or expired: a new token from the
