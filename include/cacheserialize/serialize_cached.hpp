@@ -166,7 +166,7 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     if (std::optional<StoredOutput> out = s.manager.core_->storage.get(key)) {
       std::optional<R> value;
       if (decode(*out, value).empty()) {  // the unreadable one is not reported twice
-        hold.discard();  // replaced meanwhile by another caller's recomputation
+        hold.discard();                   // replaced meanwhile by another caller's recomputation
         return std::move(*value);
       }
     }
