@@ -109,6 +109,7 @@ struct Recorded {
   std::string detail;
   std::uint64_t token;
   cs::TimePoint expires_at;
+  std::string tag;
 };
 
 /// A thread-safe listener that keeps every event.
@@ -118,7 +119,7 @@ class Recorder {
     return [this](const cs::Event& e) {
       std::lock_guard<std::mutex> lock(mu_);
       events_.push_back(Recorded{e.kind, e.key->task(), std::string(e.owner), std::string(e.holder),
-                                 std::string(e.detail), e.token, e.expires_at});
+                                 std::string(e.detail), e.token, e.expires_at, std::string(e.tag)});
       cv_.notify_all();
     };
   }
