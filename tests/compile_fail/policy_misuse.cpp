@@ -23,6 +23,13 @@ struct StorageWithoutExtend {
   void put(const cs::Key&, cs::StoredOutput) {}
 };
 
+// A complete storage without the optional `reservation` member.
+struct StorageWithoutReservation : StorageWithoutExtend {
+  cs::ExtendResult extend(const cs::Key&, const cs::Reservation&, cs::TimePoint, cs::Duration) {
+    return {};
+  }
+};
+
 #ifndef CASE
 #define CASE 0
 #endif
@@ -45,6 +52,9 @@ int main() {
 #elif CASE == 6  // a move-only result cannot be handed to every caller
   auto f = cs::serialize_cached([](int n) { return std::make_unique<int>(n); },
                                 cs::TaskOptions{"t", "1"}, storage);
+#elif CASE == 7  // who holds a key: a storage that cannot tell
+  cs::ReservationManager<cs::SystemClock, StorageWithoutReservation> m;
+  (void)m.holder(cs::Key("t", "1", "k"));
 #endif
   return 0;
 }
