@@ -24,6 +24,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
@@ -32,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -124,6 +126,40 @@ std::int64_t run(const Node& node, const std::vector<std::int64_t>& inputs) {
   return sum;
 }
 
+// ---- one look at one task ----------------------------------------------------------------------
+
+// The claim options of one attempt of one node of an execution.
+cs::ClaimOptions claim_options(const std::string& execution, const std::string& node, int attempt) {
+  cs::ClaimOptions options;
+  options.owner = execution + "/" + node + "/" + std::to_string(attempt);  // same after a restart
+  options.tag = node;               // in every event of the claim and of its hold
+  options.heartbeat_interval = 1s;  // a dead run's reservations expire 3 s after its last beat
+  return options;
+}
+
+// One look at one task in one round, never blocking. `run` is the work; `done` gets the output.
+template <class Manager, class Pool>
+cs::ClaimStatus look_once(const Manager& manager, const cs::Key& key,
+                          const cs::ClaimOptions& options, Pool& pool,
+                          std::function<std::int64_t()> run,
+                          std::function<void(std::int64_t)> done) {
+  auto r = manager.try_claim(key, options);  // one storage operation
+  if (r.is_hit()) {
+    done(r.template value<std::int64_t>());  // stored by anyone: by our dead run, too
+  } else if (r.is_acquired()) {  // ours; after a restart: resumed, same token, no takeover
+    auto hold = std::make_shared<typename Manager::hold_type>(std::move(r.hold()));
+    pool.submit([hold, run, done] {  // heartbeated until stored
+      const std::int64_t output = run();
+      hold->store_value(output);  // fenced: rejected if the key was taken over meanwhile
+      done(output);
+    });
+  } else {  // held by another owner: look again next round
+    std::printf("task %s waits for %s until %s\n", options.tag.c_str(), r.holder().owner.c_str(),
+                cs::format_time(r.holder().expires_at).c_str());
+  }
+  return r.status();
+}
+
 // ---- the engine --------------------------------------------------------------------------------
 
 struct Report {
@@ -133,10 +169,28 @@ struct Report {
   cs::Stats stats;
 };
 
+// The fencing token of each node's latest reservation, from the manager's `acquired` events,
+// which carry the claim's tag (the node id).
+struct Tokens {
+  void note(const cs::Event& e) {
+    if (e.kind != cs::EventKind::acquired) return;
+    std::lock_guard<std::mutex> lock(mu);
+    by_node[std::string(e.tag)] = e.token;
+  }
+  std::uint64_t at(const std::string& node) {
+    std::lock_guard<std::mutex> lock(mu);
+    return by_node.at(node);
+  }
+  std::mutex mu;
+  std::map<std::string, std::uint64_t> by_node;
+};
+
 class Engine {
  public:
-  Engine(Manager manager, std::string execution, int crash_after)
-      : manager_(std::move(manager)), execution_(std::move(execution)), crash_after_(crash_after) {}
+  Engine(const std::string& dir, std::string execution, int crash_after)
+      : manager_(manager_in(dir, tokens_)),
+        execution_(std::move(execution)),
+        crash_after_(crash_after) {}
 
   Report evaluate(const std::vector<Node>& nodes) {
     {
@@ -169,41 +223,28 @@ class Engine {
       }
     }
     const cs::Key key = key_of(node, inputs);
+    const cs::ClaimOptions options = claim_options(execution_, node.id, 1);
     const std::optional<cs::Reservation> before = manager_.holder(key);  // for the report only
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_.insert(node.id);  // unless the look below finds it held
+    }
+    const cs::ClaimStatus status = look_once(
+        manager_, key, options, pool, [node, inputs] { return run(node, inputs); },
+        [this, id = node.id](std::int64_t output) { finish(id, output); });
 
-    cs::ClaimOptions options;
-    options.owner = owner_of(node.id, 1);  // the same after a restart: resumes its reservation
-    options.tag = node.id;                 // in every event of the claim and its hold
-    options.heartbeat_interval = 1s;       // a dead run's reservations expire 3 s after it died
-    auto r = manager_.try_claim(key, options);  // one storage operation, never waits
-
-    if (r.is_hit()) {
-      finish(node.id, r.value<std::int64_t>());
-    } else if (r.is_acquired()) {
-      auto hold = std::make_shared<Manager::hold_type>(std::move(r.hold()));
-      const bool resumed = before && before->owner == *options.owner &&
-                           before->token == hold->reservation().token && !hold->took_over();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        running_.insert(node.id);
-        report_.ran.insert(node.id);
-        if (resumed) report_.resumed.insert(node.id);
-      }
-      std::cout << "task " << node.id << (resumed ? " resumes its reservation" : " runs")
-                << " (token " << hold->reservation().token << ")\n";
-      pool.submit([this, node, inputs, hold] {
-        const std::int64_t result = run(node, inputs);
-        hold->store_value(result);  // fenced: rejected if the key was taken over meanwhile
-        finish(node.id, result);
-      });
-      if (++claims_ == crash_after_) {
-        std::cout << "crash after " << claims_ << " claims" << std::endl;
-        std::_Exit(3);  // no destructors, no release: the reservations stay, heartbeats stop
-      }
-    } else {  // held: by another owner (or an earlier attempt of ours still running)
-      std::cout << "task " << node.id << " waits for " << r.holder().owner << " until "
-                << cs::format_time(r.holder().expires_at) << " (tag " << options.tag
-                << "): looked at again next round\n";
+    std::lock_guard<std::mutex> lock(mu_);
+    if (status == cs::ClaimStatus::held) running_.erase(node.id);
+    if (status != cs::ClaimStatus::acquired) return;
+    report_.ran.insert(node.id);
+    const std::uint64_t token = tokens_->at(node.id);  // from the `acquired` event
+    const bool resumed = before && before->owner == *options.owner && before->token == token;
+    if (resumed) report_.resumed.insert(node.id);
+    std::cout << "task " << node.id << (resumed ? " resumes its reservation" : " runs")
+              << " (token " << token << ")" << std::endl;
+    if (++claims_ == crash_after_) {
+      std::cout << "crash after " << claims_ << " claims" << std::endl;
+      std::_Exit(3);  // no destructors, no release: the reservations stay, heartbeats stop
     }
   }
 
@@ -221,6 +262,16 @@ class Engine {
     return report_.values.size();
   }
 
+  static Manager manager_in(const std::string& dir, const std::shared_ptr<Tokens>& tokens) {
+    cs::FileSystemOptions fs;
+    fs.root = dir;
+    fs.durable = false;  // a throwaway directory
+    cs::ManagerOptions options;
+    options.listener = [tokens](const cs::Event& e) { tokens->note(e); };
+    return Manager(cs::FileSystemStorage(fs), cs::SystemClock(), options);
+  }
+
+  std::shared_ptr<Tokens> tokens_ = std::make_shared<Tokens>();
   Manager manager_;
   const std::string execution_;
   const int crash_after_;
@@ -231,15 +282,8 @@ class Engine {
   Report report_;
 };
 
-Manager manager_in(const std::string& dir) {
-  cs::FileSystemOptions fs;
-  fs.root = dir;
-  fs.durable = false;  // a throwaway directory
-  return Manager(cs::FileSystemStorage(fs));
-}
-
 Report run_engine(const std::string& dir, const std::string& execution, int crash_after) {
-  Engine engine(manager_in(dir), execution, crash_after);
+  Engine engine(dir, execution, crash_after);
   return engine.evaluate(workflow());
 }
 
