@@ -200,4 +200,9 @@ void bench::register_benchmarks() {
   bench::add("fs_extend/1_key/write_rename", kQuickCalls, rewrite_record);
   bench::add("fs_extend/1_key/cacheserialize", kQuickCalls, library_extend);
   bench::compare({"fs_extend/1_key", "write_rename", "", ""});
+
+  // try_claim (issue 11) against the storage's acquire it makes.
+  bench::add_try_claim_cases<cs::FileSystemStorage>(
+      "fs", world, kQuickCalls, [](World & w) -> const auto& { return w.lazy_fn.manager(); },
+      [](World&) { return std::function<std::uint64_t()>(); });
 }

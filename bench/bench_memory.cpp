@@ -6,16 +6,19 @@
 // encodes the call's arguments into a Key (KeySchema::make), the baselines encode the same
 // bytes into a std::string (bench::KeyBytes), and a mismatch stops the binary.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "storage_bench.hpp"
 
 namespace {
 
@@ -461,6 +465,177 @@ void clock_wakeups(benchmark::State& state, std::int64_t n) {
   }
 }
 
+// ---- try_claim on InMemoryStorage (issue 11) ---------------------------------------------------
+
+struct MemoryWorld {
+  cs::ReservationManager<> manager;
+};
+
+bench::Fixture<MemoryWorld> memory_world([] { return std::make_unique<MemoryWorld>(); });
+
+// ---- an engine's pool: blocking claims against try_claim rounds (issue 11) ----------------------
+
+/// A fixed pool of worker threads over one queue, as a small engine has.
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+  void submit(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+};
+
+constexpr int kPoolWorkers = 4;
+constexpr int kPoolTasks = 200;
+constexpr int kPoolShared = 150;  // tasks on one key, whose body takes 20 ms
+
+struct PoolTask {
+  cs::Key key;
+  std::chrono::milliseconds body;
+  std::string owner;
+};
+
+/// The 200 tasks of one makespan, on keys no other makespan uses, in a fixed shuffled order.
+std::vector<PoolTask> pool_tasks() {
+  static std::atomic<std::int64_t> next_run{0};
+  const std::string run = std::to_string(next_run++);
+  std::vector<PoolTask> tasks;
+  for (int i = 0; i < kPoolTasks; ++i) {
+    const bool shared = i < kPoolShared;
+    tasks.push_back({cs::Key("pool", "1", run + "/" + (shared ? "shared" : std::to_string(i))),
+                     shared ? 20ms : 2ms, "run-" + run + "/task-" + std::to_string(i)});
+  }
+  std::shuffle(tasks.begin(), tasks.end(), std::mt19937(11));
+  return tasks;
+}
+
+struct PoolWorld {
+  cs::ReservationManager<> manager;
+  Pool pool{kPoolWorkers};
+};
+
+PoolWorld& pool_world() {
+  static PoolWorld w;
+  return w;
+}
+
+/// Counts finished tasks; the engine's thread waits on it.
+struct Progress {
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0;
+  void add() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++finished;
+    }
+    cv.notify_all();
+  }
+};
+
+/// Every task is a pool job that calls the blocking `claim()`: a worker whose task's key is held
+/// sleeps until the holder stores.
+void pool_blocking(benchmark::State& state) {
+  PoolWorld& w = pool_world();
+  for (auto _ : state) {
+    const std::vector<PoolTask> tasks = pool_tasks();
+    Progress progress;
+    for (const PoolTask& t : tasks) {
+      w.pool.submit([&w, &t, &progress] {
+        cs::ClaimOptions options;
+        options.owner = t.owner;
+        auto claim = w.manager.claim(t.key, options);
+        if (!claim.is_hit()) {
+          auto hold = std::move(claim.hold());
+          std::this_thread::sleep_for(t.body);
+          hold.store_value(Value{1});
+        }
+        progress.add();
+      });
+    }
+    std::unique_lock<std::mutex> lock(progress.mu);
+    progress.cv.wait(lock, [&] { return progress.finished == kPoolTasks; });
+  }
+}
+
+/// The engine's thread looks at every unfinished task once per round with `try_claim`: a hit is
+/// done, an acquired key goes to the pool with its hold, a held one waits for a later round. A
+/// round starts when a pool job finishes, or after 5 ms (a holder in another process).
+void pool_rounds(benchmark::State& state) {
+  PoolWorld& w = pool_world();
+  std::int64_t rounds = 0;
+  for (auto _ : state) {
+    const std::vector<PoolTask> tasks = pool_tasks();
+    std::vector<char> pending(tasks.size(), 1);  // neither done nor in the pool
+    Progress progress;
+    int done = 0;  // by hits, on this thread
+    int seen = 0;  // progress.finished at the last round
+    while (done + seen < kPoolTasks) {
+      ++rounds;
+      for (std::size_t i = 0; i < tasks.size(); ++i) {
+        if (!pending[i]) continue;
+        const PoolTask& t = tasks[i];
+        cs::ClaimOptions options;
+        options.owner = t.owner;
+        auto r = w.manager.try_claim(t.key, options);
+        if (r.is_hit()) {
+          pending[i] = 0;
+          ++done;
+        } else if (r.is_acquired()) {
+          pending[i] = 0;
+          auto hold = std::make_shared<cs::ReservationManager<>::hold_type>(std::move(r.hold()));
+          w.pool.submit([&t, &progress, hold] {
+            std::this_thread::sleep_for(t.body);
+            hold->store_value(Value{1});
+            progress.add();
+          });
+        }  // held: next round
+      }
+      std::unique_lock<std::mutex> lock(progress.mu);
+      progress.cv.wait_for(lock, 5ms, [&] { return progress.finished != seen; });
+      seen = progress.finished;
+    }
+    std::unique_lock<std::mutex> lock(progress.mu);  // the last jobs' notifications
+    progress.cv.wait(lock, [&] { return done + progress.finished == kPoolTasks; });
+  }
+  state.counters["rounds_per_makespan"] =
+      static_cast<double>(rounds) / static_cast<double>(state.iterations());
+}
+
 }  // namespace
 
 void bench::register_benchmarks() {
@@ -569,4 +744,23 @@ void bench::register_benchmarks() {
                     false,
                     {"pct_of_a_core", "us_per_extension", "heartbeat_threads"}});
   }
+
+  // try_claim (issue 11) against the storage's acquire it makes.
+  bench::add_try_claim_cases<cs::InMemoryStorage>(
+      "memory", memory_world, 1000, [](MemoryWorld & w) -> const auto& { return w.manager; },
+      [](MemoryWorld&) { return std::function<std::uint64_t()>(); });
+
+  // An engine's pool (issue 11): 4 workers, 200 tasks, 150 of them on one key (20 ms), the
+  // others 2 ms each; the makespan, blocking claims against try_claim rounds.
+  const std::string pool_case = "pool/4_workers_200_tasks_150_shared";
+  const int makespans = bench::scaled(20, 1);
+  benchmark::RegisterBenchmark((pool_case + "/blocking_claim").c_str(), pool_blocking)
+      ->Iterations(makespans)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark((pool_case + "/try_claim_rounds").c_str(), pool_rounds)
+      ->Iterations(makespans)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  bench::compare({pool_case, "blocking_claim", "", "", 0, 0, false, {"rounds_per_makespan"}});
 }

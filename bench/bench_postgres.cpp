@@ -204,4 +204,9 @@ void bench::register_benchmarks() {
       {"pg_miss/unique_keys", "select_1_twice", "", "", 0, 0, false, {"round_trips_per_miss"}});
   bench::compare(
       {"pg_extend/1_key", "select_1", "", "", 0, 0, false, {"round_trips_per_extension"}});
+
+  // try_claim (issue 11) against the storage's acquire it makes.
+  bench::add_try_claim_cases<cs::PostgresStorage>(
+      "pg", world, kQuickCalls, [](World & w) -> const auto& { return w.fn.manager(); },
+      [](World& w) { return std::function<std::uint64_t()>([&w] { return w.round_trips(); }); });
 }

@@ -81,4 +81,9 @@ void bench::register_benchmarks() {
   bench::compare(
       {"redis_miss/unique_keys", "get_set", "", "", 0, 0, false, {"round_trips_per_miss"}});
   bench::compare({"redis_extend/1_key", "get", "", "", 0, 0, false, {"round_trips_per_extension"}});
+
+  // try_claim (issue 11) against the storage's acquire it makes.
+  bench::add_try_claim_cases<cs::RedisStorage>(
+      "redis", world, kQuickCalls, [](World & w) -> const auto& { return w.fn.manager(); },
+      [](World& w) { return std::function<std::uint64_t()>([&w] { return w.round_trips(); }); });
 }

@@ -186,4 +186,81 @@ void add_library_cases(const std::string& prefix, Fixture<World>& world, int qui
       });
 }
 
+// ---- try_claim (issue 11) --------------------------------------------------------------------
+
+/// The key states a `try_claim` finds.
+enum class KeyState {
+  hit,   ///< an output is stored
+  held,  ///< another owner holds a live reservation
+};
+
+/// One look at one key, in one of the `KeyState`s, repeated: through `manager.try_claim`
+/// (`library`), or through the bare `storage.acquire` it makes (the baseline: same owner, same
+/// ttl, same key state). Both must be one round trip per call and find the state expected.
+template <class Storage>
+void try_claim_case(benchmark::State& state,
+                    const cs::ReservationManager<cs::SystemClock, Storage>& manager,
+                    KeyState key_state, bool library,
+                    const std::function<std::uint64_t()>& round_trips) {
+  guarded(state, [&] {
+    using namespace std::chrono_literals;
+    Storage& storage = manager.storage();
+    const cs::Key key("bench-try-claim", "1", std::to_string(unique_number()));
+    if (key_state == KeyState::hit) {  // stored through the library, as an engine would
+      auto first = manager.try_claim(key);
+      if (!first.is_acquired()) throw std::runtime_error("a new key was not acquired");
+      first.hold().store_value(Payload{}(7));
+    } else if (storage.acquire(key, {"bench-holder", cs::SystemClock{}.now(), 1h}).status !=
+               cs::AcquireStatus::acquired) {
+      throw std::runtime_error("the holder did not acquire the key");
+    }
+    cs::ClaimOptions options;
+    options.owner = "bench-engine";  // an engine's owner id, derived once per task
+    options.tag = "node-1";
+    const cs::Duration ttl = manager.options().heartbeat_interval * 3;
+    const cs::ClaimStatus expected_claim =
+        key_state == KeyState::hit ? cs::ClaimStatus::hit : cs::ClaimStatus::held;
+    const cs::AcquireStatus expected_acquire =
+        key_state == KeyState::hit ? cs::AcquireStatus::hit : cs::AcquireStatus::held;
+    const std::uint64_t before = round_trips ? round_trips() : 0;
+    if (library) {
+      for (auto _ : state) {
+        auto r = manager.try_claim(key, options);
+        if (r.status() != expected_claim) throw std::runtime_error("unexpected try_claim status");
+        benchmark::DoNotOptimize(r);
+      }
+    } else {
+      for (auto _ : state) {
+        cs::AcquireResult r = storage.acquire(
+            key, cs::AcquireRequest{*options.owner, cs::SystemClock{}.now(), ttl, false});
+        if (r.status != expected_acquire) throw std::runtime_error("unexpected acquire status");
+        benchmark::DoNotOptimize(r);
+      }
+    }
+    const std::uint64_t made = round_trips ? round_trips() - before : 0;
+    if (round_trips) per_call(state, "round_trips_per_call", made, 1);
+  });
+}
+
+/// Registers `<prefix>_try_claim_hit/1_key` and `<prefix>_try_claim_held/1_key`, variants
+/// `storage_acquire` (the baseline) and `cacheserialize`, and their comparisons. `manager(w)`
+/// gives the world's manager; `counter(w)` its round-trip counter (or an empty function).
+template <class Storage, class World, class GetManager, class GetCounter>
+void add_try_claim_cases(const std::string& prefix, Fixture<World>& world, int quick_calls,
+                         GetManager manager, GetCounter counter) {
+  for (KeyState key_state : {KeyState::hit, KeyState::held}) {
+    const std::string name =
+        prefix + (key_state == KeyState::hit ? "_try_claim_hit" : "_try_claim_held") + "/1_key";
+    for (bool library : {false, true}) {
+      add(name + (library ? "/cacheserialize" : "/storage_acquire"), quick_calls,
+          [&world, manager, counter, key_state, library](benchmark::State& state) {
+            if (World* w = world.get(state)) {
+              try_claim_case<Storage>(state, manager(*w), key_state, library, counter(*w));
+            }
+          });
+    }
+    compare({name, "storage_acquire", "", "", 0, 0, false, {"round_trips_per_call"}});
+  }
+}
+
 }  // namespace bench
