@@ -13,6 +13,10 @@
 //   fs_worker churn --root D --log L --threads T --keys K --seed S --until-ns N [--big B]
 //       Until the wall clock reaches N: random keys, random bodies (0..--body-ms), plain,
 //       overwriting and cache-only calls, and now and then a prune; checks every value.
+//   fs_worker engine --phase claim|resume --root D --report R --log L --keys N [--work-ms W]
+//       The restart tests' engine (engine_task.hpp): claim try_claims N keys as owners
+//       "engine-1:task-<i>" and blocks (killed there); resume claims them again as the same
+//       owners, keeps them W ms, then runs and stores each. Reports to R, logs bodies to L.
 //   fs_worker lock  --path P
 //       Takes an exclusive flock on P, prints "locked", and sleeps until killed.
 //   fs_worker probe --root D [--uid U --gid G]
@@ -42,6 +46,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine_task.hpp"
 #include "fs_task.hpp"
 
 namespace cs = cacheserialize;
@@ -310,6 +315,18 @@ int churn() {
   return tally.report(manager.stats());
 }
 
+int engine() {
+  engine_task::Settings s;
+  s.phase = arg("phase");
+  s.report = arg("report");
+  s.log = arg("log");
+  s.keys = static_cast<int>(num("keys", 4));
+  s.heartbeat = std::chrono::milliseconds(num("heartbeat-ms", 100));
+  s.grace = static_cast<double>(num("grace", 5));
+  s.work = std::chrono::milliseconds(num("work-ms", 0));
+  return engine_task::run(make_storage(), s);
+}
+
 int lock() {
   const std::string path = arg("path");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
@@ -344,7 +361,8 @@ int probe() {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: fs_worker run|hold|call|churn|lock|probe --option value...\n");
+    std::fprintf(stderr,
+                 "usage: fs_worker run|hold|call|churn|engine|lock|probe --option value...\n");
     return 64;
   }
   for (int i = 2; i + 1 < argc; i += 2) {
@@ -361,6 +379,7 @@ int main(int argc, char** argv) {
     if (mode == "hold") return hold();
     if (mode == "call") return call();
     if (mode == "churn") return churn();
+    if (mode == "engine") return engine();
     if (mode == "lock") return lock();
     if (mode == "probe") return probe();
   } catch (const std::exception& e) {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "engine_restart.hpp"
 #include "fs_support.hpp"
 #include "fs_task.hpp"
 
@@ -404,4 +405,31 @@ TEST_CASE(
                 dir / "control.out");
   CHECK(control.wait() == 0);
   CHECK(control.output() == "constructed\n");
+}
+
+TEST_CASE(
+    "an engine process SIGKILLed while its work runs elsewhere resumes its reservations when "
+    "restarted, and a waiting engine neither takes them over nor runs them") {
+  TempDir dir;
+  const std::string root = make_root(dir);
+  struct Engine : test::EngineProcess {
+    explicit Engine(std::vector<std::string> args, const std::string& out)
+        : child(std::move(args), out) {}
+    void kill9() override { child.kill9(); }
+    int wait_exit() override { return child.wait(); }
+    Child child;
+  };
+  const test::EngineRestartSettings settings;
+  test::check_engine_restart(
+      "fs", cs::FileSystemStorage(root),
+      [&](const std::string& phase, const std::string& report, const std::string& log) {
+        return std::make_unique<Engine>(
+            std::vector<std::string>{"engine", "--phase", phase, "--root", root, "--report", report,
+                                     "--log", log, "--keys", std::to_string(settings.keys),
+                                     "--heartbeat-ms", std::to_string(settings.heartbeat.count()),
+                                     "--grace", std::to_string(static_cast<int>(settings.grace)),
+                                     "--work-ms", std::to_string(settings.work.count())},
+            report + ".out");
+      },
+      settings);
 }

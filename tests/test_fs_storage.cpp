@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine_contract.hpp"
 #include "fs_support.hpp"
 #include "storage_contract.hpp"
 
@@ -69,6 +70,17 @@ TEST_CASE("FileSystemStorage follows the storage contract") {
         return cs::FileSystemStorage(dirs.back()->path());
       },
       {true});
+}
+
+TEST_CASE("FileSystemStorage follows the engine contract: try_claim, resume, adopt and holder") {
+  std::vector<std::unique_ptr<TempDir>> dirs;
+  test::check_engine_contract(
+      [&] {
+        dirs.push_back(std::make_unique<TempDir>());
+        return cs::FileSystemStorage(dirs.back()->path());
+      },
+      // Another process's storage: a new handle on the same directory.
+      [](const cs::FileSystemStorage& s) { return cs::FileSystemStorage(s.root()); });
 }
 
 TEST_CASE(

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine_contract.hpp"
 #include "storage_contract.hpp"
 
 namespace cs = cacheserialize;
@@ -18,6 +19,11 @@ using namespace std::chrono_literals;
 
 TEST_CASE("InMemoryStorage follows the storage contract") {
   test::check_storage_contract([] { return cs::InMemoryStorage(); });
+}
+
+TEST_CASE("InMemoryStorage follows the engine contract: try_claim, resume, adopt and holder") {
+  test::check_engine_contract([] { return cs::InMemoryStorage(); },
+                              [](const cs::InMemoryStorage& s) { return s; });
 }
 
 TEST_CASE("InMemoryStorage keeps outputs as objects, so a hit is a copy and not a decode") {

@@ -802,10 +802,9 @@ class ReservationManager {
     Core& core = *core_;
     std::shared_ptr<detail::Lease> lease;
     try {
-      lease = core.heartbeat.add(key, r.reservation,
-                                 detail::LeaseTerms{terms.interval, terms.ttl, options.tag,
-                                                    options.alive, options.owner.has_value()},
-                                 now);
+      lease = core.heartbeat.add(
+          key, r.reservation,
+          detail::LeaseTerms{terms.interval, terms.ttl, options.tag, options.alive}, now);
     } catch (...) {  // no heartbeat, no hold: give the reservation back at once
       try {
         core.storage.release(key, r.reservation);

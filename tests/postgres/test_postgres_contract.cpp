@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <set>
 
+#include "../engine_contract.hpp"
 #include "../storage_contract.hpp"
 #include "pg_support.hpp"
 
@@ -24,6 +25,14 @@ cs::AcquireRequest request(const std::string& owner, cs::Duration ttl,
 TEST_CASE("PostgresStorage follows the storage contract, with the server's clock") {
   test::check_storage_contract([] { return cs::PostgresStorage(pg::options()); },
                                test::ContractOptions{false});
+}
+
+TEST_CASE("PostgresStorage follows the engine contract, with the server's clock") {
+  test::check_engine_contract(
+      [] { return cs::PostgresStorage(pg::options()); },
+      // Another process's storage: its own connections and listener, same schema.
+      [](const cs::PostgresStorage& s) { return cs::PostgresStorage(s.options()); },
+      test::EngineContractOptions{false});
 }
 
 TEST_CASE("PostgresStorage keeps bytes, acquires without probing first, and notifies waiters") {

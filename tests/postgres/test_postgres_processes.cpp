@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "../engine_restart.hpp"
 #include "pg_support.hpp"
 
 namespace cs = cacheserialize;
@@ -96,4 +97,31 @@ TEST_CASE("a SIGKILLed holder is taken over once its reservation expires by the 
   CHECK(taken_at >= dead_expiry);
   CHECK(recorder.count(cs::EventKind::waiting) == 1);
   CHECK(manager.stats().takeovers == 1);
+}
+
+TEST_CASE(
+    "an engine process SIGKILLed while its work runs elsewhere resumes its reservations when "
+    "restarted, and a waiting engine neither takes them over nor runs them") {
+  const cs::PostgresOptions o = pg::options();
+  cs::PostgresStorage storage(o);  // creates the tables the workers use
+  struct Engine : test::EngineProcess {
+    explicit Engine(const std::vector<std::string>& args) : child(args) {}
+    void kill9() override {
+      child.kill(SIGKILL);
+      child.wait();
+    }
+    int wait_exit() override { return child.wait(); }
+    pg::Child child;
+  };
+  const test::EngineRestartSettings settings;
+  test::check_engine_restart(
+      "postgres", storage,
+      [&](const std::string& phase, const std::string& report, const std::string& log) {
+        return std::make_unique<Engine>(std::vector<std::string>{
+            kWorker, "engine", phase, pg::server().conninfo(), o.schema, report, log,
+            std::to_string(settings.keys), std::to_string(settings.heartbeat.count()),
+            std::to_string(static_cast<int>(settings.grace)),
+            std::to_string(settings.work.count())});
+      },
+      settings);
 }

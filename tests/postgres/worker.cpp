@@ -10,6 +10,10 @@
 //   worker hold CONNINFO SCHEMA KEY HEARTBEAT_MS
 //       call square(KEY) with a body that logs, prints "holding", and never returns (the parent
 //       kills the process).
+//   worker engine PHASE CONNINFO SCHEMA REPORT LOG KEYS HEARTBEAT_MS GRACE WORK_MS
+//       the restart tests' engine (../engine_task.hpp): PHASE claim try_claims KEYS keys as
+//       owners "engine-1:task-<i>" and blocks (killed there); resume claims them again as the
+//       same owners, keeps them WORK_MS, then runs and stores each. Reports to the file REPORT.
 
 #include <cacheserialize/storage/postgres.hpp>
 #include <chrono>
@@ -19,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "../engine_task.hpp"
 #include "pg_support.hpp"
 
 namespace cs = cacheserialize;
@@ -115,6 +120,17 @@ int main(int argc, char** argv) {
       return run(Args{v[2], v[3]}, std::stoi(v[4]), std::stol(v[5]), std::stoi(v[6]),
                  std::stoi(v[7]));
     }
+    if (v.size() == 11 && v[1] == "engine") {
+      engine_task::Settings s;
+      s.phase = v[2];
+      s.report = v[5];
+      s.log = v[6];
+      s.keys = std::stoi(v[7]);
+      s.heartbeat = std::chrono::milliseconds(std::stoi(v[8]));
+      s.grace = std::stod(v[9]);
+      s.work = std::chrono::milliseconds(std::stoi(v[10]));
+      return engine_task::run(open_storage(Args{v[3], v[4]}), s);
+    }
     if (v.size() == 6 && v[1] == "hold") {
       return hold(Args{v[2], v[3]}, std::stol(v[4]), std::stoi(v[5]));
     }
@@ -123,6 +139,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::cerr << "usage: worker run CONNINFO SCHEMA THREADS KEYS WORK_MS PROCESSES\n"
-               "       worker hold CONNINFO SCHEMA KEY HEARTBEAT_MS\n";
+               "       worker hold CONNINFO SCHEMA KEY HEARTBEAT_MS\n"
+               "       worker engine PHASE CONNINFO SCHEMA REPORT LOG KEYS HEARTBEAT_MS GRACE "
+               "WORK_MS\n";
   return 2;
 }

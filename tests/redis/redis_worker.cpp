@@ -9,6 +9,12 @@
 //   redis_worker hold <port> <prefix> <key>
 //     Takes the hold task's reservation for <key> (heartbeat 100 ms x 8), prints "running", and
 //     blocks in the body until stdin closes. The tests SIGKILL it there.
+//
+//   redis_worker engine <claim|resume> <port> <prefix> <report> <log> <keys> <heartbeat_ms>
+//                <grace> <work_ms>
+//     The restart tests' engine (../engine_task.hpp): claim try_claims <keys> keys as owners
+//     "engine-1:task-<i>" and blocks (killed there); resume claims them again as the same
+//     owners, keeps them <work_ms>, then runs and stores each. Reports to <report>.
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -24,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "../engine_task.hpp"
 #include "worker_tasks.hpp"
 
 namespace cs = cacheserialize;
@@ -107,6 +114,18 @@ int hold(char** argv) {
   return 0;
 }
 
+int engine(char** argv) {
+  engine_task::Settings s;
+  s.phase = argv[2];
+  s.report = argv[5];
+  s.log = argv[6];
+  s.keys = std::stoi(argv[7]);
+  s.heartbeat = std::chrono::milliseconds(std::stoi(argv[8]));
+  s.grace = std::stod(argv[9]);
+  s.work = std::chrono::milliseconds(std::stoi(argv[10]));
+  return engine_task::run(cs::RedisStorage(options_for(argv[3], argv[4])), s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -114,8 +133,11 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "race" && argc == 8) return race(argv);
     if (mode == "hold" && argc == 5) return hold(argv);
+    if (mode == "engine" && argc == 11) return engine(argv);
     std::cerr << "usage: redis_worker race <port> <prefix> <log> <threads> <keys> <body_ms>\n"
-                 "       redis_worker hold <port> <prefix> <key>\n";
+                 "       redis_worker hold <port> <prefix> <key>\n"
+                 "       redis_worker engine <claim|resume> <port> <prefix> <report> <log> <keys> "
+                 "<heartbeat_ms> <grace> <work_ms>\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "worker: " << e.what() << "\n";

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../engine_restart.hpp"
 #include "redis_server.hpp"
 #include "worker_tasks.hpp"
 
@@ -81,6 +82,37 @@ TEST_CASE("N processes x M threads x K keys: each body runs exactly once") {
   auto task = cs::serialize_cached([](int) -> std::string { throw std::logic_error("ran"); },
                                    test::race_task(), storage);
   for (int k = 0; k < kKeys; ++k) CHECK(task(k) == test::race_output(k));  // all stored
+}
+
+TEST_CASE(
+    "an engine process SIGKILLed while its work runs elsewhere resumes its reservations when "
+    "restarted, and a waiting engine neither takes them over nor runs them") {
+  const cs::RedisOptions options = test::fresh_options();
+  struct Engine : test::EngineProcess {
+    explicit Engine(const std::vector<std::string>& args) : child(args) {}
+    void kill9() override {
+      child.kill(SIGKILL);
+      child.wait();
+    }
+    int wait_exit() override {
+      const std::optional<int> status = child.wait();
+      if (!status) return -1;
+      return WIFEXITED(*status) ? WEXITSTATUS(*status) : 128 + WTERMSIG(*status);
+    }
+    test::Child child;
+  };
+  const test::EngineRestartSettings settings;
+  test::check_engine_restart(
+      "redis", cs::RedisStorage(options),
+      [&](const std::string& phase, const std::string& report, const std::string& log) {
+        return std::make_unique<Engine>(std::vector<std::string>{
+            CACHESERIALIZE_REDIS_WORKER, "engine", phase, std::to_string(options.port),
+            options.key_prefix, report, log, std::to_string(settings.keys),
+            std::to_string(settings.heartbeat.count()),
+            std::to_string(static_cast<int>(settings.grace)),
+            std::to_string(settings.work.count())});
+      },
+      settings);
 }
 
 #ifdef CACHESERIALIZE_REDIS_EXAMPLE

@@ -35,7 +35,6 @@ struct LeaseTerms {
   Duration ttl{};               // each extension's lifetime
   std::string tag;              // ClaimOptions::tag, for every event of the hold
   std::function<bool()> alive;  // ClaimOptions::alive; empty: always
-  bool chosen_owner = false;    // the caller chose the owner id: one lease per key and owner
 };
 
 /// One held reservation, as the heartbeat sees it.
@@ -55,7 +54,7 @@ struct Lease {
 
   // Scheduling, guarded by the heartbeat's mutex.
   bool scheduled = false;
-  bool indexed = false;  // in the heartbeat's index of chosen owners
+  bool indexed = false;  // in the heartbeat's index of leases by key and owner
   std::multimap<TimePoint, std::shared_ptr<Lease>>::iterator where;
 };
 
@@ -105,14 +104,15 @@ class Heartbeat {
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (lease->terms.chosen_owner) {
-        if (!chosen_.insert(lease_id(key, r.owner)).second) return nullptr;
-        lease->indexed = true;
-      }
+      // One lease per key and owner, whoever chose the owner id: a second hold of one
+      // reservation (a chosen owner claiming again, or adopt of a reservation this manager
+      // already heartbeats) is refused.
+      if (!held_.insert(lease_id(key, r.owner)).second) return nullptr;
+      lease->indexed = true;
       try {
         if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
       } catch (...) {
-        if (lease->indexed) chosen_.erase(lease_id(key, r.owner));
+        if (lease->indexed) held_.erase(lease_id(key, r.owner));
         throw;
       }
       lease->where = schedule_.emplace(due, lease);
@@ -135,7 +135,7 @@ class Heartbeat {
         lease.scheduled = false;
       }
       if (lease.indexed) {
-        chosen_.erase(lease_id(lease.key, lease.reservation.owner));
+        held_.erase(lease_id(lease.key, lease.reservation.owner));
         lease.indexed = false;
       }
     }
@@ -250,7 +250,7 @@ class Heartbeat {
   Core& core_;
   std::mutex mu_;  // guards everything below; never held across storage or listener calls
   std::multimap<TimePoint, std::shared_ptr<Lease>> schedule_;
-  std::unordered_set<std::string> chosen_;  // lease_id of every lease with a chosen owner
+  std::unordered_set<std::string> held_;  // lease_id of every lease not yet removed
   TimePoint sleeping_until_ = TimePoint::min();
   bool stop_ = false;
   Signal wake_;
