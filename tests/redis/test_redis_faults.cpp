@@ -123,9 +123,8 @@ class ReplyDroppingProxy {
         fds.push_back({p.server, POLLIN, 0});
       }
       if (::poll(fds.data(), fds.size(), 20) <= 0) continue;  // 20 ms: to see stop_
-      if (fds[0].revents & POLLIN) accept_one();
       std::vector<Pair> kept;
-      for (std::size_t i = 0; i < pairs_.size(); ++i) {
+      for (std::size_t i = 0; i < pairs_.size(); ++i) {  // the pairs polled, and only those
         const Pair p = pairs_[i];
         bool open = true;
         if (fds[1 + 2 * i].revents) open = forward(p.client, p.server);
@@ -146,6 +145,7 @@ class ReplyDroppingProxy {
         }
       }
       pairs_.swap(kept);
+      if (fds[0].revents & POLLIN) accept_one();  // after: a new pair has no poll entry yet
     }
   }
 
