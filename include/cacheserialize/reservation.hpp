@@ -451,7 +451,11 @@ class ReservationManager {
   const Clock& clock() const noexcept { return core_->clock; }
   const ManagerOptions& options() const noexcept { return core_->options; }
   /// @return a snapshot of the counters.
-  Stats stats() const noexcept { return core_->counters.snapshot(); }
+  Stats stats() const {
+    Stats s = core_->counters.snapshot();
+    s.holds_active = core_->heartbeat.size();
+    return s;
+  }
   /// @}
 
   /// @return a new owner id, unique in this process and across processes.
@@ -580,10 +584,8 @@ class ReservationManager {
     if (r.status == ExtendStatus::extended) {
       AcquireResult mine;
       mine.reservation = r.current;
-      ClaimOptions as_owner = options;
-      as_owner.owner = reservation.owner;  // one hold per key and owner, as for a chosen owner
       if (std::optional<hold_type> hold =
-              make_hold(key, mine, terms, as_owner, now, EventKind::adopted, false)) {
+              make_hold(key, mine, terms, options, now, EventKind::adopted, false)) {
         result.status_ = ClaimStatus::acquired;
         result.hold_ = std::move(hold);
         return result;
@@ -802,9 +804,13 @@ class ReservationManager {
     Core& core = *core_;
     std::shared_ptr<detail::Lease> lease;
     try {
+      using Owner = detail::LeaseTerms::Owner;
+      const Owner owner = kind == EventKind::adopted ? Owner::adopted
+                          : options.owner            ? Owner::chosen
+                                                     : Owner::generated;
       lease = core.heartbeat.add(
           key, r.reservation,
-          detail::LeaseTerms{terms.interval, terms.ttl, options.tag, options.alive}, now);
+          detail::LeaseTerms{terms.interval, terms.ttl, options.tag, options.alive, owner}, now);
     } catch (...) {  // no heartbeat, no hold: give the reservation back at once
       try {
         core.storage.release(key, r.reservation);

@@ -54,7 +54,6 @@ struct Counters {
   std::atomic<std::uint64_t> detached{0};
   std::atomic<std::uint64_t> abandoned{0};
   std::atomic<std::uint64_t> aborted{0};
-  std::atomic<std::uint64_t> holds_active{0};    // gauge
   std::atomic<std::uint64_t> waiters_active{0};  // gauge
 
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
@@ -79,7 +78,6 @@ struct Counters {
     s.detached = detached.load(std::memory_order_relaxed);
     s.abandoned = abandoned.load(std::memory_order_relaxed);
     s.aborted = aborted.load(std::memory_order_relaxed);
-    s.holds_active = holds_active.load(std::memory_order_relaxed);
     s.waiters_active = waiters_active.load(std::memory_order_relaxed);
     return s;
   }

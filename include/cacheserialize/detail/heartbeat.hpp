@@ -35,6 +35,11 @@ struct LeaseTerms {
   Duration ttl{};               // each extension's lifetime
   std::string tag;              // ClaimOptions::tag, for every event of the hold
   std::function<bool()> alive;  // ClaimOptions::alive; empty: always
+  /// Where the owner id comes from, which decides how a second lease of one reservation (same
+  /// key and owner) is refused. A generated id is unique per call: nothing to check, so a miss
+  /// pays nothing for this. A chosen one (ClaimOptions::owner) is looked up in an index. An
+  /// adopted reservation may be any hold's: the index, then every lease (adopt is rare).
+  enum class Owner { generated, chosen, adopted } owner = Owner::generated;
 };
 
 /// One held reservation, as the heartbeat sees it.
@@ -54,16 +59,23 @@ struct Lease {
 
   // Scheduling, guarded by the heartbeat's mutex.
   bool scheduled = false;
-  bool indexed = false;  // in the heartbeat's index of leases by key and owner
+  bool indexed = false;   // in the heartbeat's index of chosen and adopted owners
+  Lease* prev = nullptr;  // the heartbeat's list of every lease not yet removed
+  Lease* next = nullptr;
+  std::size_t id_hash = 0;  // of the owner, once indexed; equality also compares the key
   std::multimap<TimePoint, std::shared_ptr<Lease>>::iterator where;
 };
 
-/// The index entry of a lease whose owner the caller chose: key and owner, unambiguously.
-inline std::string lease_id(const Key& key, std::string_view owner) {
-  std::string id = std::to_string(owner.size());
-  id.append(1, ':').append(owner).append(key.encoded());
-  return id;
-}
+/// The heartbeat's index of leases by key and owner, for chosen and adopted owners. Entries are
+/// the leases themselves, hashed once: indexing a lease allocates one node only.
+struct LeaseIdHash {
+  std::size_t operator()(const Lease* l) const noexcept { return l->id_hash; }
+};
+struct LeaseIdEqual {
+  bool operator()(const Lease* a, const Lease* b) const noexcept {
+    return a->reservation.owner == b->reservation.owner && a->key == b->key;
+  }
+};
 
 /// @tparam Core the manager's shared state: `storage`, `clock`, `counters`, `emit(const Event&)`.
 ///
@@ -94,8 +106,9 @@ class Heartbeat {
 
   /// Starts extending a reservation acquired at `acquired_at`; the first extension is due one
   /// interval after it. Starts the thread on first use.
-  /// @return the lease; null if the caller chose the owner and this heartbeat already extends a
-  ///         reservation of that owner on that key (a second heartbeat would be a second holder).
+  /// @return the lease; null if this heartbeat already extends a reservation of that owner on
+  ///         that key (a second lease would be a second holder), as far as `terms.owner` says
+  ///         it can be.
   /// @throws std::system_error if the thread cannot be started (the lease is then not added).
   std::shared_ptr<Lease> add(const Key& key, const Reservation& r, LeaseTerms terms,
                              TimePoint acquired_at) {
@@ -104,22 +117,26 @@ class Heartbeat {
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      // One lease per key and owner, whoever chose the owner id: a second hold of one
-      // reservation (a chosen owner claiming again, or adopt of a reservation this manager
-      // already heartbeats) is refused.
-      if (!held_.insert(lease_id(key, r.owner)).second) return nullptr;
-      lease->indexed = true;
+      if (lease->terms.owner == LeaseTerms::Owner::adopted && in_list(*lease)) return nullptr;
+      if (lease->terms.owner != LeaseTerms::Owner::generated) {
+        lease->id_hash = std::hash<std::string>()(lease->reservation.owner);
+        if (!indexed_.insert(lease.get()).second) return nullptr;
+        lease->indexed = true;
+      }
       try {
         if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
       } catch (...) {
-        if (lease->indexed) held_.erase(lease_id(key, r.owner));
+        if (lease->indexed) indexed_.erase(lease.get());
         throw;
       }
+      lease->next = all_;
+      if (all_) all_->prev = lease.get();
+      all_ = lease.get();
+      ++count_;
       lease->where = schedule_.emplace(due, lease);
       lease->scheduled = true;
       wake = due < sleeping_until_;
     }
-    Counters::bump(core_.counters.holds_active);
     if (wake) wake_.notify();
     return lease;
   }
@@ -135,11 +152,19 @@ class Heartbeat {
         lease.scheduled = false;
       }
       if (lease.indexed) {
-        held_.erase(lease_id(lease.key, lease.reservation.owner));
+        indexed_.erase(&lease);
         lease.indexed = false;
       }
+      (lease.prev ? lease.prev->next : all_) = lease.next;
+      if (lease.next) lease.next->prev = lease.prev;
+      lease.prev = lease.next = nullptr;
+      --count_;
     }
-    core_.counters.holds_active.fetch_sub(1, std::memory_order_relaxed);
+  }
+  /// @return how many leases are added and not yet removed (the holds not yet finished).
+  std::size_t size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return count_;
   }
 
  private:
@@ -210,6 +235,15 @@ class Heartbeat {
     core_.emit(e);
   }
 
+  // Whether a lease of `lease`'s key and owner is registered. Called with mu_ held.
+  bool in_list(const Lease& lease) const {
+    const LeaseIdEqual same;
+    for (const Lease* l = all_; l; l = l->next) {
+      if (same(l, &lease)) return true;
+    }
+    return false;
+  }
+
   static bool alive(const Lease& lease) noexcept {
     if (!lease.terms.alive) return true;
     try {
@@ -248,9 +282,11 @@ class Heartbeat {
   }
 
   Core& core_;
-  std::mutex mu_;  // guards everything below; never held across storage or listener calls
+  mutable std::mutex mu_;  // guards everything below; never held across storage or listener calls
   std::multimap<TimePoint, std::shared_ptr<Lease>> schedule_;
-  std::unordered_set<std::string> held_;  // lease_id of every lease not yet removed
+  std::unordered_set<const Lease*, LeaseIdHash, LeaseIdEqual> indexed_;  // chosen, adopted owners
+  Lease* all_ = nullptr;  // every lease not yet removed, newest first
+  std::size_t count_ = 0;
   TimePoint sleeping_until_ = TimePoint::min();
   bool stop_ = false;
   Signal wake_;
