@@ -411,10 +411,12 @@ class TryClaimResult {
 /// @tparam Clock   a clock policy (clock.hpp): `SystemClock`, or `ManualClock` in tests.
 /// @tparam Storage a storage policy (storage.hpp): `InMemoryStorage`, or a shared store.
 ///
-/// Owner ids are unique per process and per call ("host:pid:random:counter"). A reservation
+/// Owner ids are unique per process and per call ("host:pid:random:counter"), unless the caller
+/// chooses one (`ClaimOptions::owner`: an engine's, stable across its restarts). A reservation
 /// expires `heartbeat_interval x grace_multiplier` after its last extension; the manager's single
 /// heartbeat thread, started on first acquisition, extends each held reservation every
-/// `heartbeat_interval`.
+/// `heartbeat_interval`. An engine uses `try_claim` (never blocks), `adopt` (hand-over) and
+/// `holder`; callers that may wait use `claim`.
 ///
 /// A handle: copies share one state (storage, clock, counters, heartbeat thread); the heartbeat
 /// thread is stopped and joined when the last copy, and the last hold, are gone.
