@@ -166,8 +166,8 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     auto& hold = claim.hold();
     if (std::optional<StoredOutput> out = s.manager.core_->storage.get(key)) {
       std::optional<R> value;
-      if (decode(*out, value).empty()) {  // the unreadable one is not reported twice
-        hold.discard();                   // replaced meanwhile by another caller's recomputation
+      if (decode(*out, value, nullptr)) {  // the unreadable one is not reported twice
+        hold.discard();                    // replaced meanwhile by another caller's recomputation
         return std::move(*value);
       }
     }
@@ -194,11 +194,16 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
   // storage: of its shared_ptr). An output that cannot be decoded is reported.
   static Found probe(const State& s, const Key& key, std::optional<R>& value) {
     if constexpr (storage_traits<Storage>::visits_outputs) {
-      std::string why;  // the visitor must not call out (the storage's lock is held): no report
       const bool found =
-          s.manager.visit(key, [&](const StoredOutput& out) { why = decode(out, value); });
+          s.manager.visit(key, [&](const StoredOutput& out) { decode(out, value, nullptr); });
       if (!found) return Found::none;
       if (value) return Found::value;
+      // Unreadable. Read it again, outside the storage's lock, to say why (or to find it
+      // replaced meanwhile): the visitor must not call out, and a hit makes no string.
+      std::string why = "the stored output is gone";
+      if (const std::optional<StoredOutput> out = s.manager.core_->storage.get(key)) {
+        if (decode(*out, value, &why)) return Found::value;
+      }
       s.manager.report_unreadable(key, why);
       return Found::unreadable;
     } else {
@@ -210,15 +215,15 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
   // Decodes `out` into `value`, reporting an output that cannot be decoded.
   static Found read(const State& s, const Key& key, const StoredOutput& out,
                     std::optional<R>& value) {
-    const std::string why = decode(out, value);
-    if (value) return Found::value;
+    std::string why;
+    if (decode(out, value, &why)) return Found::value;
     s.manager.report_unreadable(key, why);
     return Found::unreadable;
   }
 
   static StoredOutput encode(const R& value) { return detail::encode_output<Storage>(value); }
-  static std::string decode(const StoredOutput& out, std::optional<R>& value) {
-    return detail::decode_output<Storage>(out, value);
+  static bool decode(const StoredOutput& out, std::optional<R>& value, std::string* why) {
+    return detail::decode_output<Storage>(out, value, why);
   }
 
   std::shared_ptr<const State> state_;

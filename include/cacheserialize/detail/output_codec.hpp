@@ -35,14 +35,20 @@ StoredOutput encode_output(const T& value) {
   }
 }
 
-/// Decodes `out`, as storage `S` keeps outputs, into `value`.
-/// @return why it cannot be decoded (`value` then stays empty); empty when it was decoded.
+/// Decodes `out`, as storage `S` keeps outputs, into `value`. On a hit's path: no string is
+/// made unless the output cannot be decoded.
+/// @param why if not null, set to why the output cannot be decoded.
+/// @return whether it was decoded (`value` is set only then).
 template <class S, class T>
-std::string decode_output(const StoredOutput& out, std::optional<T>& value) {
+bool decode_output(const StoredOutput& out, std::optional<T>& value, std::string* why) {
   if constexpr (storage_traits<S>::stores_objects) {
     if (!out.object || !out.type || *out.type != typeid(T)) {
-      return "the stored output is not of the expected type (two tasks with one name, version "
-             "and interface but different return types?)";
+      if (why) {
+        *why =
+            "the stored output is not of the expected type (two tasks with one name, "
+            "version and interface but different return types?)";
+      }
+      return false;
     }
     value.emplace(*static_cast<const T*>(out.object.get()));
   } else {
@@ -54,10 +60,11 @@ std::string decode_output(const StoredOutput& out, std::optional<T>& value) {
     } catch (const std::bad_alloc&) {
       throw;
     } catch (const std::exception& e) {  // the serializer's own, or a user decode's
-      return "cannot decode the stored output: " + reason_of(e);
+      if (why) *why = "cannot decode the stored output: " + reason_of(e);
+      return false;
     }
   }
-  return {};
+  return true;
 }
 
 /// @return `out` decoded as a `T`.
@@ -65,8 +72,8 @@ std::string decode_output(const StoredOutput& out, std::optional<T>& value) {
 template <class S, class T>
 T decode_output_or_throw(const StoredOutput& out) {
   std::optional<T> value;
-  const std::string why = decode_output<S>(out, value);
-  if (!value) throw codec_error(why);
+  std::string why;
+  if (!decode_output<S>(out, value, &why)) throw codec_error(why);
   return std::move(*value);
 }
 
