@@ -7,6 +7,7 @@
 #include "cache_key.hpp"
 #include "cancellation.hpp"
 #include "clock.hpp"
+#include "default_manager.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "options.hpp"

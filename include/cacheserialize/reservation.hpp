@@ -43,6 +43,8 @@ class ReservationManager;
 
 namespace detail {
 
+struct ManagerAccess;  // default_manager.hpp
+
 /// A manager's shared state. Member order matters: the heartbeat is destroyed (joined) first,
 /// so it never outlives the storage, clock or counters it uses.
 template <class Clock, class Storage>
@@ -617,6 +619,9 @@ class ReservationManager {
 
  private:
   using Core = detail::ManagerCore<Clock, Storage>;
+  friend struct detail::ManagerAccess;
+
+  explicit ReservationManager(std::shared_ptr<Core> core) noexcept : core_(std::move(core)) {}
 
   // serialize_cached's calls probe with `lookup` themselves and decode a hit in place, then
   // claim through `acquire_or_wait`: a hit then builds no Claim and re-validates no options

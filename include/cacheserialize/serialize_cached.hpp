@@ -26,6 +26,7 @@
 
 #include "cache_key.hpp"
 #include "clock.hpp"
+#include "default_manager.hpp"
 #include "detail/function_traits.hpp"
 #include "detail/output_codec.hpp"
 #include "errors.hpp"
@@ -286,14 +287,20 @@ auto serialize_cached(Fn fn, TaskOptions options, ReservationManager<Clock, Stor
       typename detail::call_signature<Fn>::args{});
 }
 
-/// Wraps `fn` over `storage` with the system clock and a manager of its own (its own heartbeat
-/// thread, started on first use). Tasks that should share one heartbeat thread and one set of
-/// counters take a `ReservationManager` instead.
+/// Wraps `fn` over `storage` with the system clock and default manager options. Every wrapper
+/// over a copy of `storage` shares one manager, `default_manager(storage)`: one heartbeat
+/// thread (started on first use) and one set of counters, however many wrappers there are.
+/// (A storage without `identity()` gets a manager per wrapper.) Tasks that need a listener,
+/// other options or another clock take a `ReservationManager` instead.
 template <class Fn, class Storage,
           class = std::enable_if_t<!detail::is_reservation_manager<Storage>::value>>
 auto serialize_cached(Fn fn, TaskOptions options, Storage storage) {
-  return serialize_cached(std::move(fn), std::move(options),
-                          ReservationManager<SystemClock, Storage>(std::move(storage)));
+  if constexpr (detail::has_identity<Storage>::value) {
+    return serialize_cached(std::move(fn), std::move(options), default_manager(storage));
+  } else {
+    return serialize_cached(std::move(fn), std::move(options),
+                            ReservationManager<SystemClock, Storage>(std::move(storage)));
+  }
 }
 
 }  // namespace cacheserialize

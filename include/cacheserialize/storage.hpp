@@ -47,6 +47,10 @@
 ///     std::optional<Reservation> reservation(const Key&) const;
 ///         // the key's reservation (live, or expired with nobody taking it since), if any: one
 ///         // read-only operation. Needed by ReservationManager::holder.
+///     const void* identity() const noexcept;
+///         // the same address for every copy of one handle, another for every other handle
+///         // alive (e.g. its shared state's): serialize_cached(fn, options, storage) wrappers
+///         // over copies of one handle then share one manager (default_manager).
 ///     template <class F> bool visit_output(const Key&, F&& f) const;
 ///         // if an output is stored: calls f(const StoredOutput&) while that output is
 ///         // guaranteed to stay alive and unchanged (e.g. under the storage's read lock), then
@@ -247,6 +251,7 @@ CACHESERIALIZE_DETECT(has_visit_output, bool(std::declval<const S&>().visit_outp
 CACHESERIALIZE_DETECT(
     has_reservation,
     std::optional<Reservation>(std::declval<const S&>().reservation(std::declval<const Key&>())));
+CACHESERIALIZE_DETECT(has_identity, static_cast<const void*>(std::declval<const S&>().identity()));
 CACHESERIALIZE_DETECT(has_stores_objects, S::stores_objects);
 CACHESERIALIZE_DETECT(has_probe_before_acquire, S::probe_before_acquire);
 

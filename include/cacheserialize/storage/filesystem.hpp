@@ -251,6 +251,10 @@ class FileSystemStorage {
   FileSystemStorage(const FileSystemStorage&) = default;
   FileSystemStorage& operator=(const FileSystemStorage&) = default;
 
+  /// @return the same address for every copy of this handle, and another for every other store
+  ///         handle alive: what `default_manager` shares one manager by.
+  const void* identity() const noexcept { return state_.get(); }
+
   static constexpr bool stores_objects = false;
 
   /// @param root the shared directory, which must exist and be writable.

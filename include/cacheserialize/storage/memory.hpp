@@ -44,6 +44,10 @@ class InMemoryStorage {
   InMemoryStorage(const InMemoryStorage&) = default;
   InMemoryStorage& operator=(const InMemoryStorage&) = default;
 
+  /// @return the same address for every copy of this handle, and another for every other store
+  ///         handle alive: what `default_manager` shares one manager by.
+  const void* identity() const noexcept { return state_.get(); }
+
   static constexpr bool stores_objects = true;
 
   /// @param shards the number of lock shards (more shards, less contention between keys).

@@ -225,6 +225,10 @@ class PostgresStorage {
   PostgresStorage(const PostgresStorage&) = default;
   PostgresStorage& operator=(const PostgresStorage&) = default;
 
+  /// @return the same address for every copy of this handle, and another for every other store
+  ///         handle alive: what `default_manager` shares one manager by.
+  const void* identity() const noexcept { return state_.get(); }
+
   static constexpr bool stores_objects = false;
   static constexpr bool probe_before_acquire = false;
 

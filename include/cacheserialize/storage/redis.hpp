@@ -84,6 +84,10 @@ class RedisStorage {
   RedisStorage(const RedisStorage&) = default;
   RedisStorage& operator=(const RedisStorage&) = default;
 
+  /// @return the same address for every copy of this handle, and another for every other store
+  ///         handle alive: what `default_manager` shares one manager by.
+  const void* identity() const noexcept { return state_.get(); }
+
   static constexpr bool stores_objects = false;
   /// A hit is answered by `acquire` itself: one round trip, no separate look-up.
   static constexpr bool probe_before_acquire = false;
