@@ -448,4 +448,53 @@ void check_engine_contract(MakeStorage make, Reopen reopen, EngineContractOption
   }
 }
 
+/// For a networked storage: each engine call is exactly one round trip (`round_trips()` reads
+/// the storage's own count). The manager's clock never moves, so no heartbeat adds to it.
+template <class S, class RoundTrips>
+void check_engine_round_trips(S& storage, RoundTrips round_trips) {
+  using RoundTripManager = cs::ReservationManager<cs::ManualClock, S>;
+  const RoundTripManager manager(storage, cs::ManualClock());
+  const cs::Key key("engine", "1", "task-1");
+  {  // connects, and prepares what the calls below use
+    const cs::Key warm("engine", "1", "warm-up");
+    auto w = manager.try_claim(warm);
+    REQUIRE(w.is_acquired());
+    REQUIRE(manager.holder(warm));
+    REQUIRE(manager.adopt(warm, w.hold().reservation()).is_held());
+    REQUIRE(w.hold().store_value(0) == cs::StoreStatus::stored);
+    REQUIRE(manager.try_claim(warm).is_hit());
+  }
+  auto one_round_trip = [&](auto&& call) {
+    const std::uint64_t before = round_trips();
+    call();
+    return round_trips() - before == 1;
+  };
+  CHECK(one_round_trip([&] { CHECK_FALSE(manager.holder(key)); }));
+  std::optional<typename RoundTripManager::try_claim_type> mine;
+  CHECK(one_round_trip([&] { mine = manager.try_claim(key); }));
+  REQUIRE(mine->is_acquired());
+  CHECK(one_round_trip([&] { CHECK(manager.try_claim(key).is_held()); }));
+  CHECK(one_round_trip([&] {
+    const auto holder = manager.holder(key);
+    REQUIRE(holder);
+    CHECK(holder->token == mine->hold().reservation().token);
+  }));
+  CHECK(one_round_trip(
+      [&] { CHECK(mine->hold().store_value(std::string(1000, 'x')) == cs::StoreStatus::stored); }));
+  CHECK(one_round_trip([&] {
+    auto hit = manager.try_claim(key);
+    REQUIRE(hit.is_hit());
+    CHECK(hit.template value<std::string>() == std::string(1000, 'x'));
+  }));
+  CHECK(one_round_trip([&] { CHECK_FALSE(manager.holder(key)); }));
+  CHECK(one_round_trip([&] {
+    CHECK(manager.adopt(key, cs::Reservation{"engine-0", 1, {}}).status() == cs::ClaimStatus::free);
+  }));
+  const cs::Stats s = manager.stats();
+  CHECK(s.hits == 2);
+  CHECK(s.executions == 2);
+  CHECK(s.held == 1);        // adopt, held in the warm-up, is not a try_claim
+  CHECK(s.heartbeats == 0);  // nothing extended behind the count: the clock never moved
+}
+
 }  // namespace test

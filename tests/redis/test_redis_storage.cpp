@@ -97,49 +97,7 @@ TEST_CASE("RedisStorage: a hit is one round trip, a miss two and an extension on
 
 TEST_CASE("RedisStorage: try_claim (hit, acquired or held), holder and adopt are one round trip") {
   cs::RedisStorage storage = test::fresh_storage();
-  using Manager = cs::ReservationManager<cs::ManualClock, cs::RedisStorage>;
-  const Manager manager(storage, cs::ManualClock());  // the heartbeat never runs: clock still
-  const cs::Key key("engine", "1", "task-1");
-  {  // connects and loads the scripts the calls below use
-    const cs::Key warm("engine", "1", "warm-up");
-    auto w = manager.try_claim(warm);
-    REQUIRE(w.is_acquired());
-    REQUIRE(manager.holder(warm));
-    REQUIRE(manager.adopt(warm, w.hold().reservation()).is_held());
-    REQUIRE(w.hold().store_value(0) == cs::StoreStatus::stored);
-    REQUIRE(manager.try_claim(warm).is_hit());
-  }
-  auto one_round_trip = [&](auto&& call) {
-    const std::uint64_t before = storage.stats().round_trips;
-    call();
-    return storage.stats().round_trips - before == 1;
-  };
-  CHECK(one_round_trip([&] { CHECK_FALSE(manager.holder(key)); }));
-  std::optional<Manager::try_claim_type> mine;
-  CHECK(one_round_trip([&] { mine = manager.try_claim(key); }));
-  REQUIRE(mine->is_acquired());
-  CHECK(one_round_trip([&] { CHECK(manager.try_claim(key).is_held()); }));
-  CHECK(one_round_trip([&] {
-    const auto holder = manager.holder(key);
-    REQUIRE(holder);
-    CHECK(holder->token == mine->hold().reservation().token);
-  }));
-  CHECK(one_round_trip(
-      [&] { CHECK(mine->hold().store_value(std::string(1000, 'x')) == cs::StoreStatus::stored); }));
-  CHECK(one_round_trip([&] {
-    auto hit = manager.try_claim(key);
-    REQUIRE(hit.is_hit());
-    CHECK(hit.value<std::string>() == std::string(1000, 'x'));
-  }));
-  CHECK(one_round_trip([&] { CHECK_FALSE(manager.holder(key)); }));
-  CHECK(one_round_trip([&] {
-    CHECK(manager.adopt(key, cs::Reservation{"engine-0", 1, {}}).status() == cs::ClaimStatus::free);
-  }));
-  const cs::Stats s = manager.stats();
-  CHECK(s.hits == 2);
-  CHECK(s.executions == 2);
-  CHECK(s.held == 1);        // adopt, held in the warm-up, is not a try_claim
-  CHECK(s.heartbeats == 0);  // nothing extended behind the count: the clock never moved
+  test::check_engine_round_trips(storage, [&] { return storage.stats().round_trips; });
 }
 
 TEST_CASE("RedisStorage: Redis expires a reservation by its own clock, and the fence decides") {
