@@ -23,7 +23,7 @@ namespace detail {
 struct CancellationState {
   std::atomic<bool> cancelled{false};
   std::mutex mu;  // guards waiters; taken before a waiter's signal mutex
-  std::vector<Signal*> waiters;
+  std::vector<Notifiable*> waiters;
 };
 
 }  // namespace detail
@@ -65,7 +65,7 @@ class CancellationToken {
 
    private:
     friend class CancellationToken;
-    Registration(std::shared_ptr<detail::CancellationState> state, Signal* signal)
+    Registration(std::shared_ptr<detail::CancellationState> state, Notifiable* signal)
         : state_(std::move(state)), signal_(signal) {}
     void reset() noexcept {
       if (!state_) return;
@@ -75,11 +75,12 @@ class CancellationToken {
       state_.reset();
     }
     std::shared_ptr<detail::CancellationState> state_;
-    Signal* signal_ = nullptr;
+    Notifiable* signal_ = nullptr;
   };
 
-  /// @param signal raised when the source is cancelled; must outlive the registration.
-  Registration subscribe(Signal& signal) const {
+  /// @param signal notified when the source is cancelled (a `Signal`, or any `Notifiable`:
+  ///        notified on the cancelling thread); must outlive the registration.
+  Registration subscribe(Notifiable& signal) const {
     if (!state_) return {};
     std::lock_guard<std::mutex> lock(state_->mu);
     state_->waiters.push_back(&signal);
@@ -106,7 +107,7 @@ class CancellationSource {
   void cancel() noexcept {
     std::lock_guard<std::mutex> lock(state_->mu);
     state_->cancelled.store(true, std::memory_order_release);
-    for (Signal* s : state_->waiters) s->notify();
+    for (Notifiable* s : state_->waiters) s->notify();
   }
 
   /// @return whether `cancel()` was called.

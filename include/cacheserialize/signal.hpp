@@ -13,6 +13,27 @@
 
 namespace cacheserialize {
 
+/// What a storage's `subscribe` (and a cancellation token's) calls when the subscribed key
+/// changes: a callback with the subscriber's own state, so that one thread can be told which of
+/// many keys changed (the manager's waiter service is one such subscriber per key; a `Signal`,
+/// which wakes one blocked thread, is another).
+///
+/// `notify()` may be called on any thread, concurrently, and while the notifier holds its own
+/// locks (a storage's shard lock, a connection's mutex): it must be quick, must not throw, must
+/// not block, and must not call back into the notifier (no storage call, no ending of a
+/// subscription). Once the registration that calls it has ended, it is not called again, and
+/// no call is still running.
+class Notifiable {
+ public:
+  virtual void notify() noexcept = 0;
+
+ protected:
+  Notifiable() = default;
+  Notifiable(const Notifiable&) = default;
+  Notifiable& operator=(const Notifiable&) = default;
+  ~Notifiable() = default;
+};
+
 /// A flag with two states, lowered and raised, plus a way to wake the thread that waits on it.
 ///
 /// - `notify()` raises the flag and wakes the waiter; `reset()` lowers it.
@@ -30,14 +51,14 @@ namespace cacheserialize {
 /// while holding other locks; the waiter never holds that mutex while taking another lock.
 ///
 /// Thread safety: all members may be called concurrently; there should be one waiter at a time.
-class Signal {
+class Signal final : public Notifiable {
  public:
   Signal() = default;
   Signal(const Signal&) = delete;
   Signal& operator=(const Signal&) = delete;
 
   /// Raises the flag and wakes the waiter.
-  void notify() noexcept {
+  void notify() noexcept override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       raised_.store(true, std::memory_order_release);

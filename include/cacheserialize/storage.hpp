@@ -39,11 +39,16 @@
 ///         // default true: a call first tries get(), and acquire() only on a miss. A storage where
 ///         // each operation is a network round trip sets it to false, so that a hit and the
 ///         // first step of a miss are both one acquire() round trip.
-///     Subscription subscribe(const Key&, Signal&);
-///         // while the subscription lives, the storage raises the signal after every store,
-///         // put or release of the key. A storage that may miss such an event (a dropped
-///         // connection) must raise the signals of all its subscribers when it recovers.
-///         // Storages without it are polled.
+///     Subscription subscribe(const Key&, Notifiable&);
+///         // while the subscription lives, the storage calls notify() after every store, put
+///         // or release of the key, on whatever thread sees it (the writer's, or the storage's
+///         // own listener), possibly under its own locks (see Notifiable in signal.hpp). A
+///         // storage that may miss such an event (a dropped connection) must notify all its
+///         // subscribers when it recovers. The subscriber is a Signal for a blocked caller, or
+///         // a callback of the manager's waiter service, which so learns which of many keys
+///         // changed without a thread per waiter. A storage whose subscribe takes only a
+///         // `Signal&` still wakes blocked callers; asynchronous waiters then poll it.
+///         // Storages without subscribe are polled.
 ///     std::optional<Reservation> reservation(const Key&) const;
 ///         // the key's reservation (live, or expired with nobody taking it since), if any: one
 ///         // read-only operation. Needed by ReservationManager::holder.
@@ -245,6 +250,9 @@ CACHESERIALIZE_DETECT(has_put, std::declval<S&>().put(std::declval<const Key&>()
 CACHESERIALIZE_DETECT(has_subscribe,
                       Subscription(std::declval<S&>().subscribe(std::declval<const Key&>(),
                                                                 std::declval<Signal&>())));
+CACHESERIALIZE_DETECT(has_subscribe_callback,
+                      Subscription(std::declval<S&>().subscribe(std::declval<const Key&>(),
+                                                                std::declval<Notifiable&>())));
 CACHESERIALIZE_DETECT(has_visit_output, bool(std::declval<const S&>().visit_output(
                                             std::declval<const Key&>(),
                                             std::declval<void (&)(const StoredOutput&)>())));
@@ -286,6 +294,9 @@ struct storage_traits {
   static constexpr bool probe_before_acquire = detail::probe_before_acquire<S>();
   /// Waiters are woken by `subscribe` instead of polling.
   static constexpr bool notifies = detail::has_subscribe<S>::value;
+  /// `subscribe` takes any `Notifiable` (a callback), not only a `Signal`: asynchronous waiters
+  /// are woken by it instead of polling.
+  static constexpr bool notifies_callbacks = detail::has_subscribe_callback<S>::value;
   /// Hits read the output in place with `visit_output` instead of copying it with `get`.
   static constexpr bool visits_outputs = detail::has_visit_output<S>::value;
 };

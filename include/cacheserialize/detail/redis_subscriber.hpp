@@ -1,11 +1,11 @@
 #pragma once
 
 // The pub/sub side of RedisStorage: one connection and one thread per storage, started by the
-// first subscription. Waiters register a Signal for a key's channel; the thread SUBSCRIBEs to
-// channels that have waiters (and UNSUBSCRIBEs from those that no longer do), and raises a
-// channel's signals when a message arrives from another process. The storage raises its own
-// process's waiters directly after its own stores and releases, and the messages it publishes
-// carry its origin id, so the thread skips them.
+// first subscription. Waiters register a Notifiable (a Signal, or a callback) for a key's channel;
+// the thread SUBSCRIBEs to channels that have waiters (and UNSUBSCRIBEs from those that no longer
+// do), and raises a channel's signals when a message arrives from another process. The storage
+// raises its own process's waiters directly after its own stores and releases, and the messages it
+// publishes carry its origin id, so the thread skips them.
 //
 // Messages can be lost while the connection is down; so when it is lost every waiter is raised
 // (each looks again), while it cannot be re-established every waiter is raised each
@@ -72,7 +72,7 @@ class RedisSubscriber {
   /// not missed; when the connection is down it returns at once (the fallback polls).
   /// @param self the shared pointer that owns this subscriber, kept by the returned subscription.
   static Subscription subscribe(const std::shared_ptr<RedisSubscriber>& self,
-                                const std::string& channel, Signal& signal) {
+                                const std::string& channel, Notifiable& signal) {
     RedisSubscriber& s = *self;
     {
       std::unique_lock<std::mutex> lock(s.mu_);
@@ -93,21 +93,21 @@ class RedisSubscriber {
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = channels_.find(channel);
     if (it == channels_.end()) return;
-    for (Signal* s : it->second.signals) s->notify();
+    for (Notifiable* s : it->second.signals) s->notify();
   }
 
  private:
   struct Channel {
-    std::vector<Signal*> signals;   // waiters; each unsubscribes before it is destroyed
-    bool requested = false;         // the last command sent for it was SUBSCRIBE
-    int pending = 0;                // commands sent for it whose confirmation has not come
-    bool confirmed = false;         // the server confirmed the SUBSCRIBE: messages will come
-    bool raise_on_confirm = false;  // re-subscribed after a reconnection: look again once sure
+    std::vector<Notifiable*> signals;  // waiters; each unsubscribes before it is destroyed
+    bool requested = false;            // the last command sent for it was SUBSCRIBE
+    int pending = 0;                   // commands sent for it whose confirmation has not come
+    bool confirmed = false;            // the server confirmed the SUBSCRIBE: messages will come
+    bool raise_on_confirm = false;     // re-subscribed after a reconnection: look again once sure
   };
 
   static constexpr std::chrono::seconds kIdlePing{5};
 
-  void unsubscribe(const std::string& channel, Signal* signal) {
+  void unsubscribe(const std::string& channel, Notifiable* signal) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = channels_.find(channel);
     if (it == channels_.end()) return;
@@ -130,7 +130,7 @@ class RedisSubscriber {
 
   void raise_all_locked() {
     for (auto& kv : channels_) {
-      for (Signal* s : kv.second.signals) s->notify();
+      for (Notifiable* s : kv.second.signals) s->notify();
     }
   }
 
@@ -287,14 +287,14 @@ class RedisSubscriber {
       const redisReply& payload = *r.element[2];
       if (payload.type == REDIS_REPLY_STRING && reply_text(payload) == origin_) return;
       if (!ch.signals.empty()) Counters::bump(counters_->notifications);
-      for (Signal* s : ch.signals) s->notify();
+      for (Notifiable* s : ch.signals) s->notify();
     } else if (k == "subscribe" || k == "unsubscribe") {
       if (ch.pending > 0) --ch.pending;
       ch.confirmed = ch.pending == 0 && ch.requested;
       if (!ch.confirmed) return;
       cv_.notify_all();
       if (std::exchange(ch.raise_on_confirm, false)) {
-        for (Signal* s : ch.signals) s->notify();
+        for (Notifiable* s : ch.signals) s->notify();
       }
     }
   }

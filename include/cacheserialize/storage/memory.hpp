@@ -146,7 +146,7 @@ class InMemoryStorage {
 
   /// Raises `signal` after every store, put, release or erase of `key` while the returned
   /// subscription lives.
-  Subscription subscribe(const Key& key, Signal& signal) {
+  Subscription subscribe(const Key& key, Notifiable& signal) {
     const std::size_t h = hash_of(key);
     const std::size_t i = shard_index(h);
     {
@@ -200,7 +200,7 @@ class InMemoryStorage {
     std::string encoded;  // the key
     std::optional<StoredOutput> output;
     std::optional<Reservation> reservation;
-    std::vector<Signal*> watchers;  // subscribed waiters; each unsubscribes before it is gone
+    std::vector<Notifiable*> watchers;  // subscribed waiters; each unsubscribes before it is gone
     std::unique_ptr<Entry> next;    // in the same bucket
     bool empty() const noexcept { return !output && !reservation && watchers.empty(); }
   };
@@ -331,7 +331,7 @@ class InMemoryStorage {
 
     // After a change that may end a wait: wake the key's waiters, drop the entry if it is empty.
     void settle(Entry& e) noexcept {
-      for (Signal* s : e.watchers) s->notify();
+      for (Notifiable* s : e.watchers) s->notify();
       if (e.empty()) erase(e);
     }
 

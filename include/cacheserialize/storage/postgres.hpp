@@ -378,7 +378,7 @@ class PostgresStorage {
   /// Raises `signal` after every store, put or release of `key`, by any process, while the
   /// returned subscription lives. The first subscription starts the listener and waits until it
   /// listens (at most the connect timeout plus a statement bound).
-  Subscription subscribe(const Key& key, Signal& signal) {
+  Subscription subscribe(const Key& key, Notifiable& signal) {
     std::string digest = key.digest();
     state_->listener.add(digest, signal);
     return Subscription([state = state_, digest = std::move(digest), s = &signal] {

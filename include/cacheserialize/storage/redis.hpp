@@ -247,7 +247,7 @@ class RedisStorage {
   /// When the pub/sub connection is lost, every subscriber is raised (at once, then every
   /// `fallback_poll_interval` while it cannot be re-established, and once more when the server
   /// confirms its subscription again).
-  Subscription subscribe(const Key& key, Signal& signal) {
+  Subscription subscribe(const Key& key, Notifiable& signal) {
     return detail::RedisSubscriber::subscribe(state_->subscriber, names(key).channel, signal);
   }
 

@@ -81,7 +81,7 @@ class Listener {
   /// statement bound) until it listens, so that a write committed after this returns is seen.
   /// If it cannot listen by then, the signal is raised once it does.
   /// @throws std::system_error if the listener thread cannot be started.
-  void add(const std::string& digest, Signal& signal) {
+  void add(const std::string& digest, Notifiable& signal) {
     std::unique_lock<std::mutex> lock(mu_);
     subs_[digest].push_back(Entry{&signal, false});
     if (state_ == State::listening) return;
@@ -102,7 +102,7 @@ class Listener {
   }
 
   /// Stops raising `signal` for the key; once it returns, the signal is never raised again.
-  void remove(const std::string& digest, Signal& signal) noexcept {
+  void remove(const std::string& digest, Notifiable& signal) noexcept {
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = subs_.find(digest);
     if (it == subs_.end()) return;
@@ -123,7 +123,7 @@ class Listener {
  private:
   enum class State { stopped, down, listening };
   struct Entry {
-    Signal* signal;
+    Notifiable* signal;
     bool pending;  // registered while not listening: raise when listening starts
   };
 
@@ -257,7 +257,7 @@ class Listener {
   const std::chrono::milliseconds retry_;
   ListenerCounters& counters_;
 
-  std::mutex mu_;  // guards everything below; Signal::notify is called under it
+  std::mutex mu_;  // guards everything below; Notifiable::notify is called under it
   std::condition_variable cv_;
   std::unordered_map<std::string, std::vector<Entry>> subs_;
   State state_ = State::stopped;
