@@ -115,7 +115,7 @@ struct Stats {
   std::uint64_t abandoned = 0;     ///< holds released because `ClaimOptions::alive` said false
   std::uint64_t aborted = 0;       ///< holds released with `ReleaseReason::aborted` (not failures)
   std::uint64_t holds_active = 0;  ///< gauge: holds not yet stored, released or detached
-  std::uint64_t waiters_active = 0;  ///< gauge: blocking claims waiting for a holder now
+  std::uint64_t waiters_active = 0;  ///< gauge: claims (blocking or async) waiting for a holder now
 };
 
 }  // namespace cacheserialize

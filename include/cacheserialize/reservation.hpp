@@ -16,11 +16,16 @@
 
 #include <algorithm>
 #include <exception>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "cache_key.hpp"
 #include "clock.hpp"
@@ -28,6 +33,8 @@
 #include "detail/heartbeat.hpp"
 #include "detail/output_codec.hpp"
 #include "detail/owner_id.hpp"
+#include "detail/unique_function.hpp"
+#include "detail/waiter_service.hpp"
 #include "detail/wake_time.hpp"
 #include "errors.hpp"
 #include "events.hpp"
@@ -41,16 +48,23 @@ namespace cacheserialize {
 template <class Clock, class Storage>
 class ReservationManager;
 
+/// The awaiter of `ReservationManager::claim_co`, defined by <cacheserialize/coroutine.hpp>
+/// (C++20).
+template <class Clock, class Storage>
+class ClaimAwaiter;
+
 namespace detail {
 
 struct ManagerAccess;  // default_manager.hpp
 
 /// A manager's shared state. Member order matters: the heartbeat is destroyed (joined) first,
-/// so it never outlives the storage, clock or counters it uses.
+/// so it never outlives the storage, clock or counters it uses. The keys that asynchronous
+/// claims wait on each keep the state alive (a waiting claim must be able to finish), so it is
+/// destroyed only once none waits.
 template <class Clock, class Storage>
 struct ManagerCore {
   ManagerCore(Storage s, Clock c, ManagerOptions o)
-      : storage(std::move(s)), clock(std::move(c)), options(std::move(o)) {}
+      : storage(std::move(s)), clock(std::move(c)), options(std::move(o)), waiters(clock) {}
 
   void emit(const Event& e) const noexcept {
     if (!options.listener) return;
@@ -64,6 +78,9 @@ struct ManagerCore {
   Clock clock;
   const ManagerOptions options;
   Counters counters;
+  WaiterService<Clock> waiters;
+  std::mutex async_mu;  // guards async_keys and every waited key's list of waiters
+  std::unordered_map<std::string, std::shared_ptr<WaiterTask>> async_keys;  // by waited key
   Heartbeat<ManagerCore> heartbeat{*this};
 };
 
@@ -501,6 +518,69 @@ class ReservationManager {
     return acquire_or_wait(key, options);
   }
 
+  /// The completion of `claim_async`: exactly one of `error` (timeout_error, cancelled_error,
+  /// storage_error, std::logic_error as for `claim`) and `claim` is set.
+  using claim_callback = void(std::exception_ptr error, std::optional<claim_type> claim);
+
+  /// `claim`, without blocking the caller or taking a thread while it waits: the manager's one
+  /// waiter thread re-checks a held key only when the storage notifies a change of it, a
+  /// cancellation comes, or a timer falls due (the holder's expiry, `wait_timeout`, or, for a
+  /// storage that cannot notify, the jittered `poll_interval`). Waiters on one key share its
+  /// checks: one storage operation per check, however many wait.
+  ///
+  /// Where `callback` runs:
+  /// - on the calling thread, before `claim_async` returns, when the claim needs no wait (a
+  ///   hit, the reservation taken, or a failure on the first look);
+  /// - otherwise on the manager's waiter thread. It must then be short and must not block
+  ///   (post the work to your executor, as `SerializedFunction::async` does): the checks of
+  ///   every key due at the same time are made before any callback runs, so a slow callback
+  ///   delays other keys' wake-ups by its own run only, but it delays them. A callback may call
+  ///   the manager (including `claim_async`) and may drop the last handle of it. An exception
+  ///   it throws is swallowed on the waiter thread.
+  ///
+  /// A waiting claim keeps the manager's state (storage, clock, heartbeat) alive until it
+  /// completes; it is counted in `Stats::waits` and the gauge `Stats::waiters_active`, and
+  /// fires the events `claim` does (`waiting`, `woke`, `hit`, `acquired`, `took_over`).
+  ///
+  /// @param callback invocable as `void(std::exception_ptr, std::optional<claim_type>)`
+  ///        (`claim_callback`); move-only callables are accepted.
+  /// @throws std::invalid_argument for invalid options (nothing is started, the callback is not
+  ///         called). Every other failure goes to the callback.
+  template <class Callback>
+  void claim_async(const Key& key, const ClaimOptions& options, Callback callback) const {
+    static_assert(
+        std::is_invocable<Callback&, std::exception_ptr, std::optional<claim_type>>::value,
+        "cacheserialize::ReservationManager::claim_async: the callback must be "
+        "invocable as void(std::exception_ptr, std::optional<Claim>)");
+    detail::validate("cacheserialize::ReservationManager::claim_async", options);
+    start_async(key, options, AsyncDone(std::move(callback)));
+  }
+
+  /// As above, completing a future instead of calling back: `get()` returns the claim or
+  /// throws what `claim` would have thrown.
+  std::future<claim_type> claim_async(const Key& key, const ClaimOptions& options = {}) const {
+    std::promise<claim_type> promise;
+    std::future<claim_type> future = promise.get_future();
+    claim_async(key, options,
+                [promise = std::move(promise)](std::exception_ptr error,
+                                               std::optional<claim_type> claim) mutable {
+                  if (error) {
+                    promise.set_exception(std::move(error));
+                  } else {
+                    promise.set_value(std::move(*claim));
+                  }
+                });
+    return future;
+  }
+
+  /// C++20: `co_await manager.claim_co(key, options)` returns the claim (or throws what `claim`
+  /// throws) without blocking a thread while it waits. Needs <cacheserialize/coroutine.hpp>,
+  /// which defines the awaiter; the coroutine resumes where `claim_async`'s callback runs.
+  template <class Awaiter = ClaimAwaiter<Clock, Storage>>
+  Awaiter claim_co(const Key& key, ClaimOptions options = {}) const {
+    return Awaiter(*this, key, std::move(options));
+  }
+
   /// Looks at `key` once, without blocking or waiting, in exactly one storage operation (one
   /// round trip on a networked store): its stored output (unless `options.overwrite`), or its
   /// reservation taken for the caller, or who holds it. The way an engine evaluates tasks in
@@ -802,6 +882,313 @@ class ReservationManager {
     }
   }
 
+  using AsyncDone = detail::UniqueFunction<void(std::exception_ptr, std::optional<claim_type>)>;
+
+  // The first look of claim_async, on the caller's thread: complete at once, or wait.
+  void start_async(const Key& key, const ClaimOptions& options, AsyncDone done) const {
+    const char* const who = "cacheserialize::ReservationManager::claim_async";
+    Core& core = *core_;
+    std::optional<claim_type> claim;
+    std::exception_ptr error;
+    std::string owner;
+    Terms terms{};
+    TimePoint give_up{};
+    AcquireResult r;
+    try {
+      terms = terms_of(who, options);
+      if (options.cancel.cancelled()) {  // a stored output costs nothing; work must not start
+        if (!options.overwrite) {
+          if (std::optional<StoredOutput> out = lookup(key, options.tag))
+            claim.emplace(claim_type(std::move(*out), false));
+        }
+        if (!claim) {
+          throw cancelled_error("cancelled before the call started: no reservation taken",
+                                key.describe());
+        }
+      }
+      if (!claim && storage_traits<Storage>::probe_before_acquire && !options.overwrite) {
+        if (std::optional<StoredOutput> out = lookup(key, options.tag))
+          claim.emplace(claim_type(std::move(*out), false));
+      }
+      if (!claim) {
+        owner = options.owner ? *options.owner : new_owner_id();
+        const TimePoint now = core.clock.now();
+        give_up = options.wait_timeout ? detail::saturating_add(now, *options.wait_timeout)
+                                       : TimePoint::max();
+        r = core.storage.acquire(key, AcquireRequest{owner, now, terms.ttl, options.overwrite});
+        if (std::optional<claim_type> c = conclude(key, r, terms, options, owner, now, false)) {
+          claim.emplace(std::move(*c));
+        } else if (now >= give_up) {
+          throw timeout_error(timed_out(*options.wait_timeout, r.reservation), key.describe(),
+                              r.reservation.owner, r.reservation.expires_at);
+        }
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (error || claim) {
+      done(std::move(error), std::move(claim));
+      return;
+    }
+    wait_async(key, options, std::move(owner), terms, give_up, r, std::move(done));
+  }
+
+  // What an acquire's answer completes: a hit or a hold (waited: the claim waited first).
+  // @return nothing if another owner holds the key.
+  // @throws std::logic_error if this manager already holds the key for `owner`.
+  std::optional<claim_type> conclude(const Key& key, AcquireResult& r, const Terms& terms,
+                                     const ClaimOptions& options, const std::string& owner,
+                                     TimePoint now, bool waited) const {
+    switch (r.status) {
+      case AcquireStatus::hit:
+        if (waited) emit_woke(key, owner, "output", options.tag);
+        note_hit(key, options.tag);
+        return claim_type(std::move(r.output), waited);
+      case AcquireStatus::acquired:
+        if (std::optional<hold_type> hold =
+                make_hold(key, r, terms, options, now, EventKind::acquired, waited)) {
+          return claim_type(std::move(*hold), waited);
+        }
+        throw std::logic_error(
+            "cacheserialize::ReservationManager::claim: this manager already holds the key "
+            "for owner '" +
+            owner + "' through another Hold (" + key.describe() + ")");
+      case AcquireStatus::held:
+        break;
+    }
+    return std::nullopt;
+  }
+
+  static std::string timed_out(Duration wait_timeout, const Reservation& holder) {
+    return "gave up waiting after " + format_duration(wait_timeout) + ": still held by " +
+           holder.owner + " until " + format_time(holder.expires_at);
+  }
+
+  class AsyncKey;
+
+  // One claim_async that waits. Notified by its cancellation token: its key is checked then.
+  struct AsyncWaiter final : Notifiable {
+    AsyncWaiter(const ClaimOptions& o, std::string id, const Terms& t, TimePoint g, AsyncDone d)
+        : options(o), owner(std::move(id)), terms(t), give_up(g), done(std::move(d)) {}
+    void notify() noexcept override;
+
+    const ClaimOptions options;
+    const std::string owner;
+    const Terms terms;
+    const TimePoint give_up;
+    AsyncDone done;
+    AsyncKey* key = nullptr;  // set before it can be notified; outlives it
+    Reservation waited_on;    // the holder last reported through a `waiting` event
+    Duration recheck = detail::expiry_recheck;
+    CancellationToken::Registration cancel_registration;  // reset before it is destroyed
+  };
+
+  // A key that claims wait on asynchronously, checked by the waiter service: one storage
+  // operation per check for all of them. Keeps the manager's state alive while in its map.
+  class AsyncKey final : public detail::WaiterTask {
+   public:
+    AsyncKey(std::shared_ptr<Core> c, Key k, bool o, std::string i)
+        : core(std::move(c)), key(std::move(k)), overwrite(o), id(std::move(i)) {}
+
+    TimePoint run(TimePoint now) noexcept override {
+      return ReservationManager(core).check_async(*this, now);
+    }
+
+    const std::shared_ptr<Core> core;
+    const Key key;
+    const bool overwrite;
+    const std::string id;               // in core->async_keys
+    Subscription subscription;          // set once by the thread that made it; ended when destroyed
+    std::atomic<bool> notified{false};  // the subscription is in place: notifications come
+    std::vector<std::unique_ptr<AsyncWaiter>> waiters;  // guarded by core->async_mu
+  };
+
+  struct AsyncOutcome {
+    AsyncWaiter* waiter;
+    std::exception_ptr error;
+    std::optional<claim_type> claim;
+  };
+
+  // Parks a claim that found the key held: on the key's waiter list, checked by the service.
+  void wait_async(const Key& key, const ClaimOptions& options, std::string owner,
+                  const Terms& terms, TimePoint give_up, const AcquireResult& r,
+                  AsyncDone done) const {
+    Core& core = *core_;
+    auto waiter =
+        std::make_unique<AsyncWaiter>(options, std::move(owner), terms, give_up, std::move(done));
+    waiter->waited_on = r.reservation;
+    std::shared_ptr<AsyncKey> waited;
+    bool made = false;
+    try {
+      std::string id = key.encoded();
+      id += options.overwrite ? '1' : '0';  // an overwriting claim never takes a hit
+      std::lock_guard<std::mutex> lock(core.async_mu);
+      const auto found = core.async_keys.find(id);
+      if (found != core.async_keys.end()) {
+        waited = std::static_pointer_cast<AsyncKey>(found->second);
+      } else {
+        waited = std::make_shared<AsyncKey>(core_, key, options.overwrite, id);
+        core.waiters.attach(*waited);  // may fail to start the thread: nothing changed yet
+        core.async_keys.emplace(std::move(id), waited);
+        made = true;
+      }
+    } catch (...) {
+      waiter->done(std::current_exception(), std::nullopt);
+      return;
+    }
+    detail::Counters::bump(core.counters.waits);
+    detail::Counters::bump(core.counters.waiters_active);
+    emit_about(key, waiter->owner, r.reservation, EventKind::waiting, options.tag);
+    waiter->key = waited.get();
+    waiter->cancel_registration = options.cancel.subscribe(*waiter);
+    if constexpr (storage_traits<Storage>::notifies_callbacks) {
+      if (made) {
+        try {
+          waited->subscription = core.storage.subscribe(key, *waited);
+          waited->notified.store(true);
+        } catch (...) {  // no notifications: the key's waiters poll it
+        }
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(core.async_mu);
+      waited->waiters.push_back(std::move(waiter));
+    }
+    waited->notify();  // a change between this claim's look and its subscription is not missed
+  }
+
+  // One check of a key on the waiter service's thread; completes what it can.
+  // @return when to check it again, unless notified first.
+  TimePoint check_async(AsyncKey& waited, TimePoint now) const noexcept {
+    Core& core = *core_;
+    std::vector<AsyncOutcome> done;
+    std::vector<AsyncWaiter*> live;
+    TimePoint next = TimePoint::max();
+    try {
+      {
+        std::lock_guard<std::mutex> lock(core.async_mu);
+        live.reserve(waited.waiters.size());
+        for (const auto& w : waited.waiters) live.push_back(w.get());
+      }
+      done.reserve(live.size());
+      for (auto i = live.begin(); i != live.end();) {
+        AsyncWaiter& w = **i;
+        if (!w.options.cancel.cancelled()) {
+          ++i;
+          continue;
+        }
+        done.push_back(
+            {&w,
+             std::make_exception_ptr(cancelled_error(
+                 "cancelled while waiting for holder " + w.waited_on.owner, waited.key.describe())),
+             std::nullopt});
+        i = live.erase(i);
+      }
+      if (!live.empty()) next = look_async(waited, live, now, done);
+    } catch (...) {  // the storage failed: every claim still waiting hears of it
+      for (AsyncWaiter* w : live) {
+        if (std::none_of(done.begin(), done.end(),
+                         [&](const AsyncOutcome& d) { return d.waiter == w; }))
+          done.push_back({w, std::current_exception(), std::nullopt});
+      }
+      next = TimePoint::max();
+    }
+    // Off the key's list under the lock; the key leaves the map with its last waiter.
+    std::vector<std::unique_ptr<AsyncWaiter>> finished;
+    std::shared_ptr<detail::WaiterTask> gone;
+    bool empty = false;
+    {
+      std::lock_guard<std::mutex> lock(core.async_mu);
+      auto& ws = waited.waiters;
+      for (const AsyncOutcome& d : done) {
+        const auto at =
+            std::find_if(ws.begin(), ws.end(), [&](const auto& w) { return w.get() == d.waiter; });
+        finished.push_back(std::move(*at));
+        ws.erase(at);
+      }
+      empty = ws.empty();
+      if (empty) {
+        const auto found = core.async_keys.find(waited.id);
+        if (found != core.async_keys.end() && found->second.get() == &waited) {
+          gone = std::move(found->second);
+          core.async_keys.erase(found);
+        }
+      }
+    }
+    for (AsyncOutcome& d : done) {
+      d.waiter->cancel_registration = {};
+      core.counters.waiters_active.fetch_sub(1, std::memory_order_relaxed);
+      try {
+        d.waiter->done(std::move(d.error), std::move(d.claim));
+      } catch (...) {  // documented: swallowed on the waiter thread
+      }
+    }
+    return empty ? TimePoint::max() : next;
+  }
+
+  // The storage operation of a check, and what it concludes for each live waiter.
+  TimePoint look_async(AsyncKey& waited, std::vector<AsyncWaiter*>& live, TimePoint now,
+                       std::vector<AsyncOutcome>& done) const {
+    Core& core = *core_;
+    // The first waiter looks for all: a hit is everyone's; a reservation it takes is its own,
+    // and the others then wait on it. (No waiter can be the holder: a claim whose owner holds
+    // the key takes it on its first look and never waits.)
+    AsyncWaiter* const lead = live.front();
+    AcquireResult r = core.storage.acquire(
+        waited.key, AcquireRequest{lead->owner, now, lead->terms.ttl, waited.overwrite});
+    if (r.status == AcquireStatus::hit) {
+      for (AsyncWaiter* w : live) {
+        AcquireResult mine;
+        mine.status = AcquireStatus::hit;
+        mine.output = r.output;
+        done.push_back(
+            {w, nullptr, conclude(waited.key, mine, w->terms, w->options, w->owner, now, true)});
+      }
+      return TimePoint::max();
+    }
+    auto rest = live.begin();
+    if (r.status == AcquireStatus::acquired) {
+      std::exception_ptr error;
+      std::optional<claim_type> claim;
+      try {
+        claim = conclude(waited.key, r, lead->terms, lead->options, lead->owner, now, true);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      done.push_back({lead, std::move(error), std::move(claim)});
+      ++rest;
+      // The others now wait on the lead's fresh reservation.
+      r.status = AcquireStatus::held;
+      r.remaining = lead->terms.ttl;
+      r.previous.reset();
+    }
+    TimePoint next = TimePoint::max();
+    const bool notified = waited.notified.load();
+    for (; rest != live.end(); ++rest) {
+      AsyncWaiter& w = **rest;
+      const Reservation& h = r.reservation;
+      if (now >= w.give_up) {
+        done.push_back(
+            {&w,
+             std::make_exception_ptr(timeout_error(timed_out(*w.options.wait_timeout, h),
+                                                   waited.key.describe(), h.owner, h.expires_at)),
+             std::nullopt});
+        continue;
+      }
+      if (h.owner != w.waited_on.owner || h.token != w.waited_on.token ||
+          h.expires_at != w.waited_on.expires_at) {
+        w.waited_on = h;
+        emit_about(waited.key, w.owner, h, EventKind::waiting, w.options.tag);
+      }
+      next = std::min(next, detail::wake_time(now, r.remaining, w.give_up,
+                                              detail::jittered_poll(w.options.poll_interval,
+                                                                    detail::jitter_random()),
+                                              notified, w.recheck));
+      w.recheck = detail::next_recheck(r.remaining, w.recheck, w.options.poll_interval);
+    }
+    return next;
+  }
+
   // Heartbeats the reservation `r` (acquired, or extended by adopt) and reports it.
   // @return the hold; nothing if this manager already holds the key for the chosen owner (the
   //         reservation is then left alone: it is that other hold's).
@@ -881,5 +1268,10 @@ class ReservationManager {
 
   std::shared_ptr<Core> core_;
 };
+
+template <class Clock, class Storage>
+void ReservationManager<Clock, Storage>::AsyncWaiter::notify() noexcept {
+  key->notify();
+}
 
 }  // namespace cacheserialize

@@ -16,10 +16,13 @@
 /// exception goes to that caller only, and one of the waiters runs the function itself. If a
 /// holder dies, its reservation expires and a waiter takes over.
 
+#include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
@@ -29,6 +32,7 @@
 #include "default_manager.hpp"
 #include "detail/function_traits.hpp"
 #include "detail/output_codec.hpp"
+#include "detail/unique_function.hpp"
 #include "errors.hpp"
 #include "options.hpp"
 #include "reservation.hpp"
@@ -39,6 +43,11 @@ namespace cacheserialize {
 
 template <class Fn, class Clock, class Storage, class Signature>
 class SerializedFunction;
+
+/// The awaiter of `SerializedFunction::async_co`, defined by <cacheserialize/coroutine.hpp>
+/// (C++20).
+template <class Function, class Executor>
+class CallAwaiter;
 
 /// The callable `serialize_cached` returns: same parameters as the wrapped function, returning
 /// its (decayed) result.
@@ -86,6 +95,74 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     return call_serialized(s, key, merged, std::forward<Args>(args)...);
   }
 
+  /// Calls the function through the cache without blocking the caller or taking a thread
+  /// while it waits for another holder (`ReservationManager::claim_async`). A hit completes
+  /// the future at once, on the calling thread; on a miss the function runs on `executor`,
+  /// under a heartbeated reservation, and its value is stored as `operator()` stores it.
+  ///
+  /// @param executor where the function runs: any callable taking a `std::function<void()>`
+  ///        (a thread pool's `post`, `asio::post` bound to an executor, an engine's queue). It is
+  ///        called on the calling thread or the manager's waiter thread and should only queue
+  ///        the work; if it throws, the reservation is released and the future holds the
+  ///        exception.
+  /// @param args copied (decayed) into the call, which may outlive the caller's arguments.
+  /// @return the function's value, or what `operator()` would throw.
+  template <class Executor>
+  std::future<R> async(Executor executor, Args... args) const {
+    return async(CallOptions{}, std::move(executor), std::forward<Args>(args)...);
+  }
+
+  /// As above, with per-call options (cancellation, wait bound).
+  template <class Executor>
+  std::future<R> async(const CallOptions& call_options, Executor executor, Args... args) const {
+    std::promise<R> promise;
+    std::future<R> future = promise.get_future();
+    async_then(
+        call_options, std::move(executor),
+        [promise = std::move(promise)](std::exception_ptr error, std::optional<R> value) mutable {
+          if (error) {
+            promise.set_exception(std::move(error));
+          } else {
+            promise.set_value(std::move(*value));
+          }
+        },
+        std::forward<Args>(args)...);
+    return future;
+  }
+
+  /// C++20: `co_await fn.async_co(executor, args...)`, as `async` without a future. Needs
+  /// <cacheserialize/coroutine.hpp>, which defines the awaiter; the coroutine resumes where the
+  /// call completes (the calling thread on a hit, else the executor's thread or the manager's
+  /// waiter thread).
+  template <class Executor, class Awaiter = CallAwaiter<SerializedFunction, Executor>>
+  Awaiter async_co(Executor executor, Args... args) const {
+    return Awaiter(*this, CallOptions{}, std::move(executor), std::forward<Args>(args)...);
+  }
+
+  /// The completion form of `async`: `done(std::exception_ptr error, std::optional<R> value)`
+  /// is called once, with exactly one of them set, on the thread that completes the call (the
+  /// calling thread on a hit; the executor's after running the function; the manager's waiter
+  /// thread for an error found while waiting).
+  template <class Executor, class Done>
+  void async_then(const CallOptions& call_options, Executor executor, Done done,
+                  Args... args) const {
+    static_assert(std::is_invocable<Executor&, std::function<void()>>::value,
+                  "cacheserialize::SerializedFunction::async: the executor must be callable "
+                  "with a std::function<void()>");
+    static_assert(std::is_invocable<Done&, std::exception_ptr, std::optional<R>>::value,
+                  "cacheserialize::SerializedFunction::async_then: the completion must be "
+                  "invocable as void(std::exception_ptr, std::optional<R>)");
+    const std::shared_ptr<const State>& s = state_;
+    ClaimOptions merged = s->claim_options;
+    if (call_options.cancel.can_be_cancelled()) merged.cancel = call_options.cancel;
+    if (call_options.wait_timeout) merged.wait_timeout = call_options.wait_timeout;
+    detail::validate("cacheserialize::SerializedFunction::async", merged);
+    auto call = std::make_shared<AsyncCall>(
+        s, std::move(merged), std::function<void(std::function<void()>)>(std::move(executor)),
+        AsyncDone(std::move(done)), std::decay_t<Args>(std::forward<Args>(args))...);
+    AsyncCall::start(std::move(call));
+  }
+
   /// @return the key a call with these arguments uses.
   Key key(const std::decay_t<Args>&... args) const { return state_->schema.make(args...); }
 
@@ -115,6 +192,119 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     ClaimOptions claim_options;
     schema_type schema;
     manager_type manager;
+  };
+
+  using AsyncDone = detail::UniqueFunction<void(std::exception_ptr, std::optional<R>)>;
+
+  // One asynchronous call: its arguments, its key, where it runs and how it completes. Shared
+  // by the steps of the call (the claim's callback, the task posted to the executor).
+  struct AsyncCall {
+    template <class... A>
+    AsyncCall(std::shared_ptr<const State> st, ClaimOptions o,
+              std::function<void(std::function<void()>)> e, AsyncDone d, A&&... a)
+        : s(std::move(st)),
+          options(std::move(o)),
+          executor(std::move(e)),
+          done(std::move(d)),
+          args(std::forward<A>(a)...),
+          key(std::apply([&](const auto&... v) { return s->schema.make(v...); }, args)) {}
+
+    const std::shared_ptr<const State> s;
+    ClaimOptions options;
+    const std::function<void(std::function<void()>)> executor;
+    AsyncDone done;
+    std::tuple<std::decay_t<Args>...> args;
+    const Key key;
+
+    void finish(std::exception_ptr error, std::optional<R> value) noexcept {
+      try {
+        done(std::move(error), std::move(value));
+      } catch (...) {  // the completion's own failure has nowhere to go
+      }
+    }
+
+    static void start(std::shared_ptr<AsyncCall> call) {
+      const State& s = *call->s;
+      std::optional<R> hit;
+      Found found = Found::none;
+      try {
+        if (!s.options.serialize) {
+          if (!s.options.overwrite_cache) found = probe(s, call->key, hit);
+          if (found == Found::value) return call->finish(nullptr, std::move(hit));
+          return post(std::move(call), nullptr);
+        }
+        if (storage_traits<Storage>::probe_before_acquire && !call->options.overwrite)
+          found = probe(s, call->key, hit);
+      } catch (...) {
+        return call->finish(std::current_exception(), std::nullopt);
+      }
+      if (found == Found::value) return call->finish(nullptr, std::move(hit));
+      if (found == Found::unreadable) call->options.overwrite = true;  // recompute it
+      claim(std::move(call));
+    }
+
+    static void claim(std::shared_ptr<AsyncCall> call) {
+      const manager_type& manager = call->s->manager;
+      const Key& key = call->key;
+      const ClaimOptions& options = call->options;
+      manager.claim_async(
+          key, options,
+          [call = std::move(call)](std::exception_ptr error,
+                                   std::optional<typename manager_type::claim_type> c) mutable {
+            if (error) return call->finish(std::move(error), std::nullopt);
+            if (c->is_hit()) {
+              std::optional<R> value;
+              if (read(*call->s, call->key, c->output(), value) == Found::value)
+                return call->finish(nullptr, std::move(value));
+              call->options.overwrite = true;  // unreadable: compute it again, under a hold
+              return claim(std::move(call));
+            }
+            post(std::move(call), std::make_shared<Hold<Clock, Storage>>(std::move(c->hold())));
+          });
+    }
+
+    // Runs the function on the executor: under `hold` (serialised), or without (cache only).
+    static void post(std::shared_ptr<AsyncCall> call, std::shared_ptr<Hold<Clock, Storage>> hold) {
+      AsyncCall& c = *call;
+      try {
+        c.executor([call, hold] { call->run(hold.get()); });
+      } catch (...) {
+        if (hold) hold->discard();  // nothing ran: give the reservation back at once
+        c.finish(std::current_exception(), std::nullopt);
+      }
+    }
+
+    void run(Hold<Clock, Storage>* hold) noexcept {
+      std::optional<R> value;
+      try {
+        if (!hold) {
+          value.emplace(std::apply(s->fn, std::move(args)));
+          try {
+            s->manager.put(key, encode(*value));
+          } catch (...) {  // best effort, as for serialised calls
+          }
+        } else if (!options.overwrite || !replaced(*hold, value)) {
+          value.emplace(std::apply(
+              [&](auto&&... a) { return SerializedFunction::run(*s, *hold, std::move(a)...); },
+              std::move(args)));
+        }
+      } catch (...) {
+        return finish(std::current_exception(), std::nullopt);
+      }
+      finish(nullptr, std::move(value));
+    }
+
+    // After an unreadable output: another caller's recomputation may have replaced it while
+    // this one waited (as `recompute`).
+    bool replaced(Hold<Clock, Storage>& hold, std::optional<R>& value) {
+      if (std::optional<StoredOutput> out = s->manager.core_->storage.get(key)) {
+        if (decode(*out, value, nullptr)) {
+          hold.discard();
+          return true;
+        }
+      }
+      return false;
+    }
   };
 
   // As manager.claim(key, claim_options), with the options already validated and a hit decoded
