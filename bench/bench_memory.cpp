@@ -327,6 +327,10 @@ class ObservedStorage : public cs::InMemoryStorage {
     }
     return InMemoryStorage::extend(key, mine, now, ttl);
   }
+  std::vector<cs::ExtendResult> extend_many(const std::vector<cs::Extension>& batch,
+                                            cs::TimePoint now) {  // the heartbeat's: through extend
+    return cs::detail::extend_each(*this, batch, now);
+  }
   /// @return the thread that called `extend`, once one has.
   std::optional<pthread_t> extender() const {
     if (!seen_->known.load(std::memory_order_acquire)) return std::nullopt;
