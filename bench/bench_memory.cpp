@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "keep_alive.hpp"
 #include "storage_bench.hpp"
 
 namespace {
@@ -314,34 +315,9 @@ void wakeup(benchmark::State& state) {
 
 // ---- heartbeats ------------------------------------------------------------------------------
 
-/// InMemoryStorage that notes which thread calls `extend`: the manager's heartbeat thread, whose
-/// CPU clock the benchmark then reads.
-class ObservedStorage : public cs::InMemoryStorage {
- public:
-  cs::ExtendResult extend(const cs::Key& key, const cs::Reservation& mine, cs::TimePoint now,
-                          cs::Duration ttl) {
-    if (!seen_->known.load(std::memory_order_acquire)) {
-      std::lock_guard<std::mutex> lock(seen_->mu);
-      seen_->thread = pthread_self();
-      seen_->known.store(true, std::memory_order_release);
-    }
-    return InMemoryStorage::extend(key, mine, now, ttl);
-  }
-  /// @return the thread that called `extend`, once one has.
-  std::optional<pthread_t> extender() const {
-    if (!seen_->known.load(std::memory_order_acquire)) return std::nullopt;
-    std::lock_guard<std::mutex> lock(seen_->mu);
-    return seen_->thread;
-  }
-
- private:
-  struct Seen {
-    std::mutex mu;
-    std::atomic<bool> known{false};
-    pthread_t thread{};
-  };
-  std::shared_ptr<Seen> seen_ = std::make_shared<Seen>();
-};
+/// InMemoryStorage that notes which thread extends: the manager's heartbeat thread, whose CPU
+/// clock the benchmark then reads.
+using ObservedStorage = bench::HeartbeatObserved<cs::InMemoryStorage>;
 
 enum class Due { together, spread };
 
@@ -462,6 +438,60 @@ void clock_wakeups(benchmark::State& state, std::int64_t n) {
     state.counters["cpu_ms_per_min"] = seconds * 1e3;
     state.counters["pct_of_a_core"] = seconds / 60.0 * 100.0;
     state.counters["us_per_extension"] = seconds * 1e6 / static_cast<double>(steps);
+  }
+}
+
+// ---- heartbeats at network latency (issue 12: 5) -----------------------------------------------
+
+constexpr auto kRoundTrip = 2ms;
+
+/// InMemoryStorage behind a network: every extension call, `extend` or a whole `extend_many`
+/// batch, costs one round trip of kRoundTrip (a real sleep). Other operations cost none, so that
+/// claiming 10,000 holds stays quick. Copies share the count.
+class LatencyStorage : public ObservedStorage {
+ public:
+  cs::ExtendResult extend(const cs::Key& key, const cs::Reservation& mine, cs::TimePoint now,
+                          cs::Duration ttl) {
+    round_trip();
+    return ObservedStorage::extend(key, mine, now, ttl);
+  }
+  std::vector<cs::ExtendResult> extend_many(const std::vector<cs::Extension>& batch,
+                                            cs::TimePoint now) {
+    round_trip();
+    return ObservedStorage::extend_many(batch, now);
+  }
+  std::uint64_t round_trips() const { return trips_->load(); }
+
+ private:
+  void round_trip() {
+    trips_->fetch_add(1);
+    std::this_thread::sleep_for(kRoundTrip);
+  }
+  std::shared_ptr<std::atomic<std::uint64_t>> trips_ =
+      std::make_shared<std::atomic<std::uint64_t>>(0);
+};
+
+/// The same without `extend_many`: the heartbeat extends one round trip per hold, as before.
+class UnbatchedLatencyStorage : public LatencyStorage {
+ public:
+  std::vector<cs::ExtendResult> extend_many(const std::vector<cs::Extension>&,
+                                            cs::TimePoint) = delete;
+};
+
+/// 10,000 holds, interval 1 s, grace 3, kRoundTrip per round trip, for `run_for` of real time.
+template <class S>
+void heartbeat_latency(benchmark::State& state, cs::Duration run_for) {
+  for (auto _ : state) {
+    try {
+      S storage;
+      bench::KeepAlive o;
+      o.run_for = run_for;
+      o.must_keep = cs::storage_traits<S>::extends_in_batches;
+      bench::keep_alive(state, storage, o, [&] { return storage.round_trips(); });
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      return;
+    }
   }
 }
 
@@ -744,6 +774,16 @@ void bench::register_benchmarks() {
                     false,
                     {"pct_of_a_core", "us_per_extension", "heartbeat_threads"}});
   }
+
+  // Heartbeats at network latency (issue 12: 5): the heartbeat without batches is the baseline.
+  const cs::Duration keep_for = bench::scaled<cs::Duration>(60s, 3s);
+  const std::string latency_case = "heartbeat_latency/10000_holds_1s_2ms";
+  bench::add_keep_alive_pair(
+      latency_case,
+      [keep_for](benchmark::State& state) {
+        heartbeat_latency<UnbatchedLatencyStorage>(state, keep_for);
+      },
+      [keep_for](benchmark::State& state) { heartbeat_latency<LatencyStorage>(state, keep_for); });
 
   // try_claim (issue 11) against the storage's acquire it makes.
   bench::add_try_claim_cases<cs::InMemoryStorage>(

@@ -205,6 +205,13 @@ void bench::register_benchmarks() {
   bench::compare(
       {"pg_extend/1_key", "select_1", "", "", 0, 0, false, {"round_trips_per_extension"}});
 
+  // Heartbeats (issue 12: 5): many holds kept alive against the server, with and without batches.
+  bench::add_keep_alive_cases<cs::PostgresStorage>("pg", world, [](World& w) {
+    cs::PostgresOptions o = options(w.server->info());
+    o.schema = "keep_alive_" + std::to_string(bench::unique_number());
+    return cs::PostgresStorage(o);
+  });
+
   // try_claim (issue 11) against the storage's acquire it makes.
   bench::add_try_claim_cases<cs::PostgresStorage>(
       "pg", world, kQuickCalls, [](World & w) -> const auto& { return w.fn.manager(); },

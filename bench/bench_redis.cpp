@@ -82,6 +82,12 @@ void bench::register_benchmarks() {
       {"redis_miss/unique_keys", "get_set", "", "", 0, 0, false, {"round_trips_per_miss"}});
   bench::compare({"redis_extend/1_key", "get", "", "", 0, 0, false, {"round_trips_per_extension"}});
 
+  // Heartbeats (issue 12: 5): many holds kept alive against the server, with and without batches.
+  bench::add_keep_alive_cases<cs::RedisStorage>("redis", world, [](World& w) {
+    return cs::RedisStorage(
+        w.server.options("keep-alive:" + std::to_string(bench::unique_number()) + ":"));
+  });
+
   // try_claim (issue 11) against the storage's acquire it makes.
   bench::add_try_claim_cases<cs::RedisStorage>(
       "redis", world, kQuickCalls, [](World & w) -> const auto& { return w.fn.manager(); },

@@ -16,9 +16,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "common.hpp"
+#include "keep_alive.hpp"
 
 namespace bench {
 
@@ -184,6 +186,41 @@ void add_library_cases(const std::string& prefix, Fixture<World>& world, int qui
       [&world, counter](benchmark::State& state) {
         if (World* w = world.get(state)) storage_extend(state, w->storage, counter(w));
       });
+}
+
+// ---- heartbeats (issue 12: 5) ----------------------------------------------------------------
+
+/// Registers `<prefix>_keep_alive/<n>_holds_1s/{unbatched,batched}`: 10,000 holds (1,000 under
+/// --quick) kept alive with a 1 s interval for 30 s (3 s) on a storage `make(World&)` returns
+/// (one with names of its own), extended one round trip per hold (the baseline) or in batches.
+/// 100 holds are checked every 200 ms.
+template <class Storage, class World, class Make>
+void add_keep_alive_cases(const std::string& prefix, Fixture<World>& world, Make make) {
+  const std::int64_t holds = scaled<std::int64_t>(10000, 1000);
+  const cs::Duration run_for =
+      scaled<cs::Duration>(std::chrono::seconds(30), std::chrono::seconds(3));
+  const std::string name = prefix + "_keep_alive/" + std::to_string(holds) + "_holds_1s";
+  auto variant = [&world, make, holds, run_for](auto tag) {
+    using Observed = typename decltype(tag)::type;
+    return [&world, make, holds, run_for](benchmark::State& state) {
+      World* w = world.get(state);
+      if (!w) return;
+      guarded(state, [&] {
+        for (auto _ : state) {
+          const Observed storage(make(*w));
+          KeepAlive o;
+          o.holds = holds;
+          o.run_for = run_for;
+          o.sampled = 100;
+          o.checks_are_round_trips = true;
+          o.must_keep = cs::storage_traits<Observed>::extends_in_batches;
+          keep_alive(state, storage, o, [&] { return storage.stats().round_trips; });
+        }
+      });
+    };
+  };
+  add_keep_alive_pair(name, variant(std::common_type<HeartbeatObserved<WithoutBatches<Storage>>>()),
+                      variant(std::common_type<HeartbeatObserved<Storage>>()));
 }
 
 // ---- try_claim (issue 11) --------------------------------------------------------------------

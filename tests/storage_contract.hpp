@@ -8,7 +8,9 @@
 #include <catch2/catch.hpp>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "support.hpp"
 
@@ -147,6 +149,63 @@ void check_storage_contract(MakeStorage make, ContractOptions options = {}) {
     CHECK(text_of<S>(*storage.get(key)) == "A");
     CHECK(storage.release(key, a) == cs::ReleaseStatus::not_held);
   }
+
+  SECTION("extend_many answers each item exactly as extend would, each fenced on its own") {
+    STATIC_REQUIRE(cs::storage_traits<S>::extends_in_batches);
+    const cs::Key mine_key("task", "1", "mine");
+    const cs::Key other_key_("task", "1", "held by another owner");
+    const cs::Key free_key("task", "1", "never held");
+    const cs::Key released_key("task", "1", "released");
+    const auto mine = storage.acquire(mine_key, request("a", t0)).reservation;
+    const auto others = storage.acquire(other_key_, request("b", t0)).reservation;
+    const cs::Reservation not_mine{"a", others.token, t0};  // b's token, a's name: fenced off
+    const cs::Reservation never{"a", 1, t0};
+    const auto gone = storage.acquire(released_key, request("a", t0)).reservation;
+    REQUIRE(storage.release(released_key, gone) == cs::ReleaseStatus::released);
+    std::vector<cs::Extension> batch = {{&mine_key, &mine, ttl},
+                                        {&other_key_, &not_mine, ttl},
+                                        {&free_key, &never, ttl},
+                                        {&released_key, &gone, ttl}};
+    // expected: status, then the holder reported (owner, token)
+    std::vector<std::tuple<cs::ExtendStatus, std::string, std::uint64_t>> expected = {
+        {cs::ExtendStatus::extended, "a", mine.token},
+        {cs::ExtendStatus::lost, "b", others.token},
+        {cs::ExtendStatus::lost, "", 0},
+        {cs::ExtendStatus::lost, "", 0}};
+    cs::TimePoint now = t0 + 1s;
+    cs::Key expired_key("task", "1", "expired, nobody took it");
+    cs::Key retaken_key("task", "1", "expired and taken over");
+    cs::Reservation expired, retaken;
+    if (options.client_time) {
+      expired = storage.acquire(expired_key, request("a", t0)).reservation;
+      retaken = storage.acquire(retaken_key, request("a", t0)).reservation;
+      now = t0 + ttl + 1s;
+      const auto c = storage.acquire(retaken_key, request("c", t0 + ttl)).reservation;
+      batch.push_back({&expired_key, &expired, ttl});
+      batch.push_back({&retaken_key, &retaken, ttl});
+      expected.emplace_back(cs::ExtendStatus::extended, "a", expired.token);
+      expected.emplace_back(cs::ExtendStatus::lost, "c", c.token);
+    }
+    const std::vector<cs::ExtendResult> r = storage.extend_many(batch, now);
+    REQUIRE(r.size() == batch.size());
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      INFO("item " << i);
+      CHECK(r[i].status == std::get<0>(expected[i]));
+      CHECK(r[i].current.owner == std::get<1>(expected[i]));
+      if (!r[i].current.owner.empty()) CHECK(r[i].current.token == std::get<2>(expected[i]));
+      if (options.client_time && r[i].status == cs::ExtendStatus::extended) {
+        CHECK(r[i].current.expires_at == now + ttl);
+      }
+      // extend, asked the same afterwards, answers the same
+      const cs::ExtendResult one = storage.extend(*batch[i].key, *batch[i].mine, now, ttl);
+      CHECK(one.status == r[i].status);
+      CHECK(one.current.owner == r[i].current.owner);
+    }
+    CHECK(storage.acquire(mine_key, request("b", now)).status == cs::AcquireStatus::held);
+    CHECK(storage.acquire(free_key, request("b", now)).status == cs::AcquireStatus::acquired);
+  }
+
+  SECTION("an empty extend_many answers nothing") { CHECK(storage.extend_many({}, t0).empty()); }
 
   SECTION("release is only by the owner; anything else is a harmless no-op that says so") {
     CHECK(storage.release(key, cs::Reservation{"a", 1, t0}) == cs::ReleaseStatus::not_held);

@@ -51,6 +51,10 @@ class CountingStorage : public cs::InMemoryStorage {
     ++ops->extend;
     return InMemoryStorage::extend(key, mine, now, ttl);
   }
+  std::vector<cs::ExtendResult> extend_many(const std::vector<cs::Extension>& batch,
+                                            cs::TimePoint now) {  // the heartbeat's: through extend
+    return cs::detail::extend_each(*this, batch, now);
+  }
   cs::Subscription subscribe(const cs::Key& key, cs::Signal& signal) {
     ++ops->subscribe;
     return InMemoryStorage::subscribe(key, signal);

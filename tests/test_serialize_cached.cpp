@@ -45,6 +45,10 @@ class FlakyStorage : public cs::InMemoryStorage {
     if (faults->extend) throw cs::storage_error("network partition", key.describe());
     return InMemoryStorage::extend(key, mine, now, ttl);
   }
+  std::vector<cs::ExtendResult> extend_many(const std::vector<cs::Extension>& batch,
+                                            cs::TimePoint now) {  // the heartbeat's: through extend
+    return cs::detail::extend_each(*this, batch, now);
+  }
   cs::StoreResult store_and_release(const cs::Key& key, const cs::Reservation& mine,
                                     cs::StoredOutput out, cs::TimePoint now) {
     if (faults->store) throw cs::storage_error("disk full", key.describe());

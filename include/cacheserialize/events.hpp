@@ -107,12 +107,15 @@ struct Stats {
   std::uint64_t lost = 0;        ///< reservations found lost by a heartbeat or a rejected store
   std::uint64_t heartbeats = 0;  ///< successful extensions
   std::uint64_t heartbeat_failures = 0;  ///< extensions that could not reach the storage
-  std::uint64_t store_failures = 0;      ///< outputs that could not be encoded or stored
-  std::uint64_t corrupt_outputs = 0;     ///< stored outputs a call could not decode (recomputed)
-  std::uint64_t held = 0;          ///< try_claim calls that found the key held (nothing waited)
-  std::uint64_t adoptions = 0;     ///< reservations taken over by `adopt` after a hand-over
-  std::uint64_t detached = 0;      ///< holds handed on unreleased by `Hold::detach`
-  std::uint64_t abandoned = 0;     ///< holds released because `ClaimOptions::alive` said false
+  /// Storage calls the heartbeat made to extend (each one round trip for a networked store): one
+  /// per batch of leases due together with `extend_many`, one per lease without it.
+  std::uint64_t heartbeat_batches = 0;
+  std::uint64_t store_failures = 0;   ///< outputs that could not be encoded or stored
+  std::uint64_t corrupt_outputs = 0;  ///< stored outputs a call could not decode (recomputed)
+  std::uint64_t held = 0;             ///< try_claim calls that found the key held (nothing waited)
+  std::uint64_t adoptions = 0;        ///< reservations taken over by `adopt` after a hand-over
+  std::uint64_t detached = 0;         ///< holds handed on unreleased by `Hold::detach`
+  std::uint64_t abandoned = 0;        ///< holds released because `ClaimOptions::alive` said false
   std::uint64_t aborted = 0;       ///< holds released with `ReleaseReason::aborted` (not failures)
   std::uint64_t holds_active = 0;  ///< gauge: holds not yet stored, released or detached
   std::uint64_t waiters_active = 0;  ///< gauge: claims (blocking or async) waiting for a holder now

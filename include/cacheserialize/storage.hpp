@@ -49,6 +49,13 @@
 ///         // changed without a thread per waiter. A storage whose subscribe takes only a
 ///         // `Signal&` still wakes blocked callers; asynchronous waiters then poll it.
 ///         // Storages without subscribe are polled.
+///     std::vector<ExtendResult> extend_many(const std::vector<Extension>& batch, TimePoint now);
+///         // extends many reservations in one operation (one round trip for a networked store):
+///         // result i answers batch[i] exactly as extend(*key, *mine, now, ttl) would, each item
+///         // fenced on its own (one lost reservation never fails the others). An exception means
+///         // the whole batch failed. The heartbeat then extends the leases falling due together
+///         // in one call instead of one call each. A storage derived from one that has it and
+///         // that changes extend() must change extend_many likewise.
 ///     std::optional<Reservation> reservation(const Key&) const;
 ///         // the key's reservation (live, or expired with nobody taking it since), if any: one
 ///         // read-only operation. Needed by ReservationManager::holder.
@@ -80,6 +87,7 @@
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
+#include <vector>
 
 #include "cache_key.hpp"
 #include "signal.hpp"
@@ -161,6 +169,14 @@ struct ExtendResult {
   ExtendStatus status = ExtendStatus::lost;
   /// extended: the caller's reservation; lost: the current holder's (owner empty if none).
   Reservation current;
+};
+
+/// One item of `extend_many`: extend `*mine` on `*key` to now + `ttl`. Pointers, so that a batch
+/// is built without copying keys; they must stay valid during the call.
+struct Extension {
+  const Key* key = nullptr;
+  const Reservation* mine = nullptr;
+  Duration ttl{};
 };
 
 enum class ReleaseStatus {
@@ -259,6 +275,9 @@ CACHESERIALIZE_DETECT(has_visit_output, bool(std::declval<const S&>().visit_outp
 CACHESERIALIZE_DETECT(
     has_reservation,
     std::optional<Reservation>(std::declval<const S&>().reservation(std::declval<const Key&>())));
+CACHESERIALIZE_DETECT(has_extend_many, std::vector<ExtendResult>(std::declval<S&>().extend_many(
+                                           std::declval<const std::vector<Extension>&>(),
+                                           std::declval<TimePoint>())));
 CACHESERIALIZE_DETECT(has_identity, static_cast<const void*>(std::declval<const S&>().identity()));
 CACHESERIALIZE_DETECT(has_stores_objects, S::stores_objects);
 CACHESERIALIZE_DETECT(has_probe_before_acquire, S::probe_before_acquire);
@@ -299,9 +318,21 @@ struct storage_traits {
   static constexpr bool notifies_callbacks = detail::has_subscribe_callback<S>::value;
   /// Hits read the output in place with `visit_output` instead of copying it with `get`.
   static constexpr bool visits_outputs = detail::has_visit_output<S>::value;
+  /// The heartbeat extends the leases due together with one `extend_many` call per batch.
+  static constexpr bool extends_in_batches = detail::has_extend_many<S>::value;
 };
 
 namespace detail {
+
+/// `extend_many` as a loop of `extend`, for a storage whose operations are not round trips.
+template <class S>
+std::vector<ExtendResult> extend_each(S& storage, const std::vector<Extension>& batch,
+                                      TimePoint now) {
+  std::vector<ExtendResult> results;
+  results.reserve(batch.size());
+  for (const Extension& x : batch) results.push_back(storage.extend(*x.key, *x.mine, now, x.ttl));
+  return results;
+}
 
 /// Checks that `output` is of the kind `S` keeps, so that a wrong one is never stored.
 /// @param who the API called, for the message.

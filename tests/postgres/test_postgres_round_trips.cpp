@@ -90,6 +90,45 @@ TEST_CASE("through PostgresStorage a hit is one round trip, a miss two and an ex
   }
 }
 
+TEST_CASE("PostgresStorage: extend_many of 100 reservations is one statement and keeps them all") {
+  cs::PostgresStorage storage(pg::options());
+  std::vector<cs::Key> keys;
+  std::vector<cs::Reservation> held;
+  for (int i = 0; i < 100; ++i) {
+    keys.emplace_back("batch", "1", "key-" + std::to_string(i));
+    held.push_back(storage.acquire(keys.back(), {"a", {}, 2s, false}).reservation);
+  }
+  // Two of them ended meanwhile: one taken by another owner, one released. Each is fenced off
+  // alone.
+  REQUIRE(storage.release(keys[7], held[7]) == cs::ReleaseStatus::released);
+  const auto b = storage.acquire(keys[7], {"b", {}, 30s, false}).reservation;
+  REQUIRE(storage.release(keys[8], held[8]) == cs::ReleaseStatus::released);
+  std::vector<cs::Extension> batch;
+  for (std::size_t i = 0; i < keys.size(); ++i) batch.push_back({&keys[i], &held[i], 60s});
+  batch.push_back(batch[0]);  // the same item twice is extended twice, answered twice
+
+  const std::uint64_t before = storage.round_trips();
+  const std::vector<cs::ExtendResult> r = storage.extend_many(batch, {});
+  CHECK(storage.round_trips() - before == 1);
+  REQUIRE(r.size() == 101);
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    if (i == 7 || i == 8) continue;
+    CHECK(r[i].status == cs::ExtendStatus::extended);
+    CHECK(r[i].current.owner == "a");
+    CHECK(r[i].current.token == held[i % 100].token);
+  }
+  CHECK(r[7].status == cs::ExtendStatus::lost);
+  CHECK(r[7].current.owner == "b");
+  CHECK(r[7].current.token == b.token);
+  CHECK(r[8].status == cs::ExtendStatus::lost);
+  CHECK(r[8].current.owner.empty());
+  // By the server's clock, 60 s from now where the acquisition gave 2 s.
+  CHECK(storage.reservation(keys[1])->expires_at == r[1].current.expires_at);
+  CHECK(storage.reservation(keys[1])->expires_at - held[1].expires_at > 50s);
+  CHECK(storage.extend_many({}, {}).empty());
+  CHECK(storage.round_trips() - before == 3);  // plus the two reads; the empty batch sends nothing
+}
+
 TEST_CASE(
     "through PostgresStorage try_claim (hit, acquired or held), holder and adopt are one round "
     "trip") {

@@ -95,6 +95,54 @@ TEST_CASE("RedisStorage: a hit is one round trip, a miss two and an extension on
   }
 }
 
+TEST_CASE("RedisStorage: extend_many of 100 reservations is one round trip and keeps them all") {
+  cs::RedisStorage storage = test::fresh_storage();
+  storage.ping();
+  std::vector<cs::Key> keys;
+  std::vector<cs::Reservation> held;
+  for (int i = 0; i < 100; ++i) {
+    keys.emplace_back("batch", "1", "key-" + std::to_string(i));
+    held.push_back(storage.acquire(keys.back(), request("a", 2s)).reservation);
+  }
+  // One of them was lost to another owner meanwhile: fenced off alone.
+  const cs::Reservation stolen = held[7];
+  REQUIRE(storage.release(keys[7], stolen) == cs::ReleaseStatus::released);
+  const auto b = storage.acquire(keys[7], request("b")).reservation;
+  std::vector<cs::Extension> batch;
+  for (std::size_t i = 0; i < keys.size(); ++i) batch.push_back({&keys[i], &held[i], 60s});
+
+  SECTION("one pipeline") {
+    const std::uint64_t before = storage.stats().round_trips;
+    const std::vector<cs::ExtendResult> r = storage.extend_many(batch, cs::SystemClock().now());
+    CHECK(storage.stats().round_trips - before == 1);
+    REQUIRE(r.size() == 100);
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (i == 7) continue;
+      CHECK(r[i].status == cs::ExtendStatus::extended);
+      CHECK(r[i].current.token == held[i].token);
+    }
+    CHECK(r[7].status == cs::ExtendStatus::lost);
+    CHECK(r[7].current.owner == "b");
+    CHECK(r[7].current.token == b.token);
+    // Redis's TTL was set to the new 60 s, where the 2 s of the acquisition would have expired.
+    test::RawRedis raw(test::shared_redis().port());
+    const std::string res = storage.names(keys[0]).reservation;
+    CHECK(std::stoll(raw.command({"PTTL", res})) > 30000);
+  }
+
+  SECTION("a flushed script cache costs one more round trip, and nothing else") {
+    test::RawRedis raw(test::shared_redis().port());
+    REQUIRE(raw.command({"SCRIPT", "FLUSH"}) == "OK");
+    const std::uint64_t before = storage.stats().round_trips;
+    const std::vector<cs::ExtendResult> r = storage.extend_many(batch, cs::SystemClock().now());
+    CHECK(storage.stats().round_trips - before == 2);
+    REQUIRE(r.size() == 100);
+    CHECK(r[0].status == cs::ExtendStatus::extended);
+    CHECK(r[7].status == cs::ExtendStatus::lost);
+    CHECK(r[99].status == cs::ExtendStatus::extended);
+  }
+}
+
 TEST_CASE("RedisStorage: try_claim (hit, acquired or held), holder and adopt are one round trip") {
   cs::RedisStorage storage = test::fresh_storage();
   test::check_engine_round_trips(storage, [&] { return storage.stats().round_trips; });

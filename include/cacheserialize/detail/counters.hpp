@@ -47,6 +47,7 @@ struct Counters {
   std::atomic<std::uint64_t> lost{0};
   std::atomic<std::uint64_t> heartbeats{0};
   std::atomic<std::uint64_t> heartbeat_failures{0};
+  std::atomic<std::uint64_t> heartbeat_batches{0};
   std::atomic<std::uint64_t> store_failures{0};
   std::atomic<std::uint64_t> corrupt_outputs{0};
   std::atomic<std::uint64_t> held{0};
@@ -71,6 +72,7 @@ struct Counters {
     s.lost = lost.load(std::memory_order_relaxed);
     s.heartbeats = heartbeats.load(std::memory_order_relaxed);
     s.heartbeat_failures = heartbeat_failures.load(std::memory_order_relaxed);
+    s.heartbeat_batches = heartbeat_batches.load(std::memory_order_relaxed);
     s.store_failures = store_failures.load(std::memory_order_relaxed);
     s.corrupt_outputs = corrupt_outputs.load(std::memory_order_relaxed);
     s.held = held.load(std::memory_order_relaxed);

@@ -3,18 +3,24 @@
 // The heartbeat: one background thread per manager that extends every reservation the manager
 // holds, each at its own interval. Modelled on a periodic worker: it sleeps on the manager's
 // clock (so a fake clock drives it in tests) until the earliest due extension, a new lease that
-// is due sooner, or stop.
+// is due sooner, or stop. With a storage that has `extend_many`, the leases falling due close
+// together are extended in batches, one storage call (one round trip) per batch: at network
+// latency, one call per lease would not keep up with thousands of holds.
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -173,14 +179,13 @@ class Heartbeat {
     while (!stop_) {
       const TimePoint now = core_.clock.now();
       if (!schedule_.empty() && schedule_.begin()->first <= now) {
-        std::vector<std::shared_ptr<Lease>> due;
-        while (!schedule_.empty() && schedule_.begin()->first <= now) {
-          due.push_back(std::move(schedule_.begin()->second));
-          due.back()->scheduled = false;
-          schedule_.erase(schedule_.begin());
-        }
+        std::vector<std::shared_ptr<Lease>> due = take_due(now);
         lock.unlock();  // storage calls may be slow: never hold the schedule across them
-        for (const auto& lease : due) beat(*lease);
+        if constexpr (batches()) {
+          beat_in_batches(due);
+        } else {
+          for (const auto& lease : due) beat(*lease);
+        }
         lock.lock();
         for (auto& lease : due) {
           if (lease->removed.load() || lease->lost.load()) continue;
@@ -198,6 +203,26 @@ class Heartbeat {
     }
   }
 
+  // Takes the leases due at `now` off the schedule; with batches, also those due within a tenth
+  // of the smallest interval among them (at most kMaxSlack): extending a little early is
+  // harmless, and leases acquired a few milliseconds apart then share a round trip instead of
+  // each waking the thread for one of their own. Called with mu_ held.
+  std::vector<std::shared_ptr<Lease>> take_due(TimePoint now) {
+    std::vector<std::shared_ptr<Lease>> due;
+    Duration slack = Duration::max();
+    auto horizon = [&] {
+      if constexpr (!batches()) return now;
+      return due.empty() ? now : saturating_add(now, std::min(slack / 10, kMaxSlack));
+    };
+    while (!schedule_.empty() && schedule_.begin()->first <= horizon()) {
+      due.push_back(std::move(schedule_.begin()->second));
+      due.back()->scheduled = false;
+      slack = std::min(slack, due.back()->terms.interval);
+      schedule_.erase(schedule_.begin());
+    }
+    return due;
+  }
+
   void beat(Lease& lease) {
     if (lease.removed.load()) return;
     if (!alive(lease)) {
@@ -205,31 +230,80 @@ class Heartbeat {
       return;
     }
     const TimePoint now = core_.clock.now();
-    Event e = event_of(lease);
-    std::string why;
+    Counters::bump(core_.counters.heartbeat_batches);
     try {
-      const ExtendResult r =
-          core_.storage.extend(lease.key, lease.reservation, now, lease.terms.ttl);
-      if (r.status == ExtendStatus::extended) {
-        lease.expires_at.store(to_unix_nanos(r.current.expires_at));
-        Counters::bump(core_.counters.heartbeats);
-        return;
+      settle(lease, core_.storage.extend(lease.key, lease.reservation, now, lease.terms.ttl));
+    } catch (...) {
+      failed(lease, std::current_exception());
+    }
+  }
+
+  // The storage's extend_many: one call per kMaxBatch leases, each answered on its own.
+  void beat_in_batches(const std::vector<std::shared_ptr<Lease>>& due) {
+    std::vector<Lease*> live;
+    live.reserve(due.size());
+    for (const auto& lease : due) {
+      if (lease->removed.load()) continue;
+      if (alive(*lease)) {
+        live.push_back(lease.get());
+      } else {
+        abandon(*lease);
       }
-      // A failure caused by the holder's own release is not a loss: it removed the lease first.
-      if (lease.removed.load() || lease.lost.exchange(true)) return;
-      Counters::bump(core_.counters.lost);
-      e.kind = EventKind::lost;
-      e.holder = r.current.owner;
-      e.detail = r.current.owner.empty() ? "the reservation is gone"
-                                         : "the reservation belongs to another owner";
-      core_.emit(e);
+    }
+    std::vector<Extension> batch;
+    for (std::size_t begin = 0; begin < live.size(); begin += kMaxBatch) {
+      const std::size_t end = std::min(live.size(), begin + kMaxBatch);
+      batch.clear();
+      for (std::size_t i = begin; i < end; ++i) {
+        batch.push_back(Extension{&live[i]->key, &live[i]->reservation, live[i]->terms.ttl});
+      }
+      const TimePoint now = core_.clock.now();
+      Counters::bump(core_.counters.heartbeat_batches);
+      std::vector<ExtendResult> results;
+      try {
+        results = core_.storage.extend_many(batch, now);
+        if (results.size() != batch.size()) {
+          throw std::logic_error("extend_many answered " + std::to_string(results.size()) +
+                                 " results for " + std::to_string(batch.size()) + " extensions");
+        }
+      } catch (...) {
+        const std::exception_ptr why = std::current_exception();
+        for (std::size_t i = begin; i < end; ++i) failed(*live[i], why);
+        continue;
+      }
+      for (std::size_t i = begin; i < end; ++i) settle(*live[i], results[i - begin]);
+    }
+  }
+
+  // An extension's answer: the new expiry, or the loss (reported once).
+  void settle(Lease& lease, const ExtendResult& r) {
+    if (r.status == ExtendStatus::extended) {
+      lease.expires_at.store(to_unix_nanos(r.current.expires_at));
+      Counters::bump(core_.counters.heartbeats);
       return;
+    }
+    // A failure caused by the holder's own release is not a loss: it removed the lease first.
+    if (lease.removed.load() || lease.lost.exchange(true)) return;
+    Counters::bump(core_.counters.lost);
+    Event e = event_of(lease);
+    e.kind = EventKind::lost;
+    e.holder = r.current.owner;
+    e.detail = r.current.owner.empty() ? "the reservation is gone"
+                                       : "the reservation belongs to another owner";
+    core_.emit(e);
+  }
+
+  // An extension that could not reach the storage; the next beat retries it.
+  void failed(Lease& lease, const std::exception_ptr& error) {
+    std::string why = "unknown exception";
+    try {
+      std::rethrow_exception(error);
     } catch (const std::exception& ex) {
       why = ex.what();
     } catch (...) {
-      why = "unknown exception";
     }
     Counters::bump(core_.counters.heartbeat_failures);
+    Event e = event_of(lease);
     e.kind = EventKind::heartbeat_failed;
     e.detail = why;
     core_.emit(e);
@@ -280,6 +354,15 @@ class Heartbeat {
     e.tag = lease.terms.tag;
     return e;
   }
+
+  // Whether the storage has extend_many. A function, not a constant: the manager's core is
+  // incomplete where this class is instantiated, and complete where its members run.
+  static constexpr bool batches() {
+    return storage_traits<
+        std::decay_t<decltype(std::declval<Core&>().storage)>>::extends_in_batches;
+  }
+  static constexpr std::size_t kMaxBatch = 1000;  // extensions per extend_many call
+  static constexpr Duration kMaxSlack = std::chrono::seconds(1);
 
   Core& core_;
   mutable std::mutex mu_;  // guards everything below; never held across storage or listener calls

@@ -325,6 +325,13 @@ class FileSystemStorage {
     return result;
   }
 
+  /// `extend` for each item of `batch` (storage.hpp), one after another: each key under its own
+  /// lock, as `extend` takes it, so a batch never holds two keys' locks at once.
+  /// @return result i for batch[i].
+  std::vector<ExtendResult> extend_many(const std::vector<Extension>& batch, TimePoint now) {
+    return detail::extend_each(*this, batch, now);
+  }
+
   /// Releases `mine` if it is still the key's reservation; the record keeps its token.
   ReleaseStatus release(const Key& key, const Reservation& mine) {
     const Paths p = paths(key);

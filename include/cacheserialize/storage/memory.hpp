@@ -107,6 +107,13 @@ class InMemoryStorage {
     return result;
   }
 
+  /// `extend` for each item of `batch` (storage.hpp), one after another: each key under its own
+  /// shard lock, as `extend` takes it.
+  /// @return result i for batch[i].
+  std::vector<ExtendResult> extend_many(const std::vector<Extension>& batch, TimePoint now) {
+    return detail::extend_each(*this, batch, now);
+  }
+
   /// Releases `mine` if it is still the key's reservation, and wakes the key's waiters.
   ReleaseStatus release(const Key& key, const Reservation& mine) {
     auto shard = lock_shard<WriteLock>(key);

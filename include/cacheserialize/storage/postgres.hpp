@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "../cache_key.hpp"
 #include "../detail/postgres/connection.hpp"
@@ -310,10 +311,40 @@ class PostgresStorage {
           p.bytes(h).bytes(mine.owner).int8(token_param(mine.token)).int8(ttl_ns(ttl));
           return c.prepared(detail::pg::stmt_extend, p);
         });
-    ExtendResult out;
-    if (r.rows() == 0) return out;
-    if (r.boolean(0, 0)) out.status = ExtendStatus::extended;
-    if (!r.null(0, 1)) out.current = reservation(r, 1);
+    if (r.rows() == 0) return ExtendResult{};
+    return extended(r, 0);
+  }
+
+  /// `extend` for each item of `batch` (storage.hpp), by the server's clock (`now` is ignored):
+  /// one statement over arrays, so one round trip for the whole batch, on the heartbeat's own
+  /// connection. Each item is fenced on its own. An empty batch sends nothing.
+  /// @return result i for batch[i].
+  /// @throws storage_error if the statement fails: nothing is known of the batch.
+  std::vector<ExtendResult> extend_many(const std::vector<Extension>& batch, TimePoint /*now*/) {
+    std::vector<ExtendResult> out(batch.size());
+    if (batch.empty()) return out;
+    using detail::pg::BinaryArray;
+    BinaryArray hashes(BinaryArray::bytea_oid, batch.size());
+    BinaryArray owners(BinaryArray::bytea_oid, batch.size());
+    BinaryArray tokens(BinaryArray::bigint_oid, batch.size());
+    BinaryArray ttls(BinaryArray::bigint_oid, batch.size());
+    for (const Extension& x : batch) {
+      hashes.add(detail::pg::key_hash(*x.key));
+      owners.add(x.mine->owner);
+      tokens.int8(token_param(x.mine->token));
+      ttls.int8(ttl_ns(x.ttl));
+    }
+    const detail::pg::Result r =
+        run(state_->heartbeat, nullptr, "extend", [&](detail::pg::Connection& c, int) {
+          detail::pg::Params p;
+          p.bytes(hashes.bytes()).bytes(owners.bytes()).bytes(tokens.bytes()).bytes(ttls.bytes());
+          return c.prepared(detail::pg::stmt_extend_many, p);
+        });
+    if (r.rows() != static_cast<int>(batch.size())) {
+      throw storage_error("PostgreSQL extend: expected " + std::to_string(batch.size()) +
+                          " rows, the server answered " + std::to_string(r.rows()));
+    }
+    for (int i = 0; i < r.rows(); ++i) out[static_cast<std::size_t>(i)] = extended(r, i);
     return out;
   }
 
@@ -471,12 +502,18 @@ class PostgresStorage {
   // a server error, a timeout) is a storage_error at once.
   template <class F>
   detail::pg::Result run(detail::pg::Pool& pool, const Key& key, const char* op, F&& f) const {
+    return run(pool, &key, op, std::forward<F>(f));
+  }
+  // As above; `key` null for an operation on many keys.
+  template <class F>
+  detail::pg::Result run(detail::pg::Pool& pool, const Key* key, const char* op, F&& f) const {
     for (int attempt = 0;; ++attempt) {
       std::optional<detail::pg::Pool::Lease> c;
       try {
         c.emplace(pool.take());
       } catch (const detail::pg::Failure& e) {
-        throw storage_error(std::string("PostgreSQL ") + op + ": " + e.what(), key.describe());
+        throw storage_error(std::string("PostgreSQL ") + op + ": " + e.what(),
+                            key ? key->describe() : std::string());
       }
       try {
         state_->round_trips.fetch_add(1, std::memory_order_relaxed);
@@ -488,7 +525,7 @@ class PostgresStorage {
           continue;
         }
         throw storage_error(std::string("PostgreSQL ") + op + " failed: " + e.what(),
-                            key.describe());
+                            key ? key->describe() : std::string());
       }
     }
   }
@@ -501,9 +538,17 @@ class PostgresStorage {
     }
   }
 
-  static Reservation reservation(const detail::pg::Result& r, int col) {
-    return Reservation{r.bytes(0, col), token_of(r.int8(0, col + 1)),
-                       from_unix_nanos(r.int8(0, col + 2))};
+  static Reservation reservation(const detail::pg::Result& r, int col, int row = 0) {
+    return Reservation{r.bytes(row, col), token_of(r.int8(row, col + 1)),
+                       from_unix_nanos(r.int8(row, col + 2))};
+  }
+
+  // An extension's answer in `row`: extended, then the holder (owner NULL: nobody).
+  static ExtendResult extended(const detail::pg::Result& r, int row) {
+    ExtendResult out;
+    if (r.boolean(row, 0)) out.status = ExtendStatus::extended;
+    if (!r.null(row, 1)) out.current = reservation(r, 1, row);
+    return out;
   }
 
   static std::int64_t ttl_ns(Duration ttl) {

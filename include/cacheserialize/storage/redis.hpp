@@ -165,18 +165,32 @@ class RedisStorage {
     const std::string tok = std::to_string(mine.token);
     const std::string px = detail::to_px(ttl);
     return run(key, "extend", [&](detail::RedisConnection& c) {
-      detail::RedisReplyPtr r =
-          eval(c, state_->extend, {n.reservation, n.fence}, {mine.owner, tok, px, expires_ns});
-      ExtendResult out;
-      if (code(*r) == 1) {
-        out.status = ExtendStatus::extended;
-        out.current = Reservation{mine.owner, mine.token, expires};
-      } else if (r->elements >= 4) {
-        out.current = Reservation{text(at(*r, 3)), token(at(*r, 1)), time(at(*r, 2))};
-      }
-      return out;
+      return extended(
+          *eval(c, state_->extend, {n.reservation, n.fence}, {mine.owner, tok, px, expires_ns}),
+          mine, expires);
     });
   }
+
+  /// `extend` for each item of `batch` (storage.hpp), by Redis's clock: one pipeline of the same
+  /// script per kPipelined items, so one round trip for a heartbeat's batch. Each item is fenced
+  /// on its own. A connection found closed is replaced and the pipeline sent again (extending
+  /// twice is harmless); a flushed script cache costs one more round trip.
+  /// @return result i for batch[i].
+  /// @throws storage_error if the server cannot be reached or refuses any item: then nothing is
+  ///         known of the batch, though some items may have been extended.
+  std::vector<ExtendResult> extend_many(const std::vector<Extension>& batch, TimePoint now) {
+    std::vector<ExtendResult> out;
+    out.reserve(batch.size());
+    for (std::size_t begin = 0; begin < batch.size(); begin += kPipelined) {
+      const std::size_t end = std::min(batch.size(), begin + kPipelined);
+      extend_pipelined(batch, begin, end, now, out);
+    }
+    return out;
+  }
+
+  /// Items of an `extend_many` sent in one pipeline: a round trip each 1,000, so that neither
+  /// side buffers an unbounded reply.
+  static constexpr std::size_t kPipelined = 1000;
 
   /// Releases `mine` if it is still the key's reservation, and wakes the key's waiters.
   /// @throws storage_error if the server cannot be reached or refuses.
@@ -428,7 +442,7 @@ class RedisStorage {
     argv.insert(argv.end(), keys.begin(), keys.end());
     argv.insert(argv.end(), args.begin(), args.end());
     detail::RedisReplyPtr r = c.command(argv);
-    if (r->type == REDIS_REPLY_ERROR && text(*r).compare(0, 8, "NOSCRIPT") == 0) {
+    if (noscript(*r)) {
       detail::Counters::bump(state_->counters->script_loads);
       argv[0] = "EVAL";
       argv[1] = script.body;
@@ -436,6 +450,72 @@ class RedisStorage {
     }
     if (r->type == REDIS_REPLY_ERROR) server_error(*r);
     return r;
+  }
+
+  // The reply of the extend script, for `mine` extended to `expires`.
+  static ExtendResult extended(const redisReply& r, const Reservation& mine, TimePoint expires) {
+    ExtendResult out;
+    if (code(r) == 1) {
+      out.status = ExtendStatus::extended;
+      out.current = Reservation{mine.owner, mine.token, expires};
+    } else if (r.elements >= 4) {
+      out.current = Reservation{text(at(r, 3)), token(at(r, 1)), time(at(r, 2))};
+    }
+    return out;
+  }
+
+  // batch[begin, end) as one pipeline of the extend script (EVALSHA; items whose reply is
+  // NOSCRIPT once more by EVAL, in a second pipeline), appending the results to `out`.
+  void extend_pipelined(const std::vector<Extension>& batch, std::size_t begin, std::size_t end,
+                        TimePoint now, std::vector<ExtendResult>& out) {
+    struct Item {
+      RedisKeyNames n;
+      std::string tok, px, expires_ns;
+      TimePoint expires;
+    };
+    std::vector<Item> items;
+    items.reserve(end - begin);
+    for (std::size_t i = begin; i < end; ++i) {
+      const Extension& x = batch[i];
+      const TimePoint expires = detail::saturating_add(now, x.ttl);
+      items.push_back(Item{names(*x.key), std::to_string(x.mine->token), detail::to_px(x.ttl),
+                           std::to_string(to_unix_nanos(expires)), expires});
+    }
+    State& s = *state_;
+    std::vector<detail::RedisReplyPtr> replies =
+        run(nullptr, "extend", [&](detail::RedisConnection& c) {
+          std::vector<detail::RedisReplyPtr> r(items.size());
+          std::vector<std::size_t> which(items.size());
+          for (std::size_t i = 0; i < which.size(); ++i) which[i] = i;
+          auto send = [&](std::string_view command, std::string_view code) {
+            for (const std::size_t i : which) {
+              const Item& it = items[i];
+              c.append({command, code, "2", it.n.reservation, it.n.fence,
+                        batch[begin + i].mine->owner, it.tok, it.px, it.expires_ns});
+            }
+            detail::Counters::bump(s.counters->round_trips);
+            for (const std::size_t i : which) r[i] = c.read_reply();  // all: the connection in step
+          };
+          send("EVALSHA", sha(c, s.extend));
+          which.erase(std::remove_if(which.begin(), which.end(),
+                                     [&](std::size_t i) { return !noscript(*r[i]); }),
+                      which.end());
+          if (!which.empty()) {  // the script cache was flushed: EVAL runs and loads it again
+            detail::Counters::bump(s.counters->script_loads);
+            send("EVAL", s.extend.body);
+          }
+          for (const auto& each : r) {
+            if (each->type == REDIS_REPLY_ERROR) server_error(*each);
+          }
+          return r;
+        });
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      out.push_back(extended(*replies[i], *batch[begin + i].mine, items[i].expires));
+    }
+  }
+
+  static bool noscript(const redisReply& r) {
+    return r.type == REDIS_REPLY_ERROR && text(r).compare(0, 8, "NOSCRIPT") == 0;
   }
 
   // The first operation loads every script (SCRIPT LOAD, pipelined: one round trip), which

@@ -154,6 +154,41 @@ class Params {
   char ints_[max][8] = {};
 };
 
+/// A one-dimensional array parameter without NULLs, in PostgreSQL's binary format: a header,
+/// then each element's length and bytes (all integers big-endian). Pass `bytes()` as the value
+/// of a `bytea[]` or `bigint[]` parameter.
+class BinaryArray {
+ public:
+  static constexpr std::uint32_t bytea_oid = 17;
+  static constexpr std::uint32_t bigint_oid = 20;
+
+  /// @param element_oid the elements' type; @param count how many `add` or `int8` calls follow.
+  BinaryArray(std::uint32_t element_oid, std::size_t count) {
+    put(1, 4);  // dimensions
+    put(0, 4);  // no NULLs
+    put(element_oid, 4);
+    put(count, 4);
+    put(1, 4);  // the lower bound
+  }
+  BinaryArray& add(std::string_view b) {
+    put(b.size(), 4);
+    data_.append(b);
+    return *this;
+  }
+  BinaryArray& int8(std::int64_t v) {
+    put(8, 4);
+    put(static_cast<std::uint64_t>(v), 8);
+    return *this;
+  }
+  std::string_view bytes() const noexcept { return data_; }
+
+ private:
+  void put(std::uint64_t v, int width) {
+    for (int i = width - 1; i >= 0; --i) data_.push_back(static_cast<char>((v >> (8 * i)) & 0xffu));
+  }
+  std::string data_;
+};
+
 /// A statement's result (binary format for prepared statements). Owns the PGresult.
 class Result {
  public:

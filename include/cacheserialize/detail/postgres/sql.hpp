@@ -1,7 +1,7 @@
 #pragma once
 
-// The SQL of PostgresStorage: the tables (schema version 1) and the six statements, one round
-// trip each. Only configuration (the schema and table prefix, checked to be plain identifiers)
+// The SQL of PostgresStorage: the tables (schema version 1) and its statements, one round trip
+// each. Only configuration (the schema and table prefix, checked to be plain identifiers)
 // is spliced into SQL text; keys, owners and outputs are always binary parameters.
 //
 // Every statement is a single autocommit statement whose row lock and conditions are on the
@@ -27,6 +27,7 @@ inline constexpr int schema_version = 1;
 inline constexpr const char* stmt_get = "cacheserialize_get";
 inline constexpr const char* stmt_acquire = "cacheserialize_acquire";
 inline constexpr const char* stmt_extend = "cacheserialize_extend";
+inline constexpr const char* stmt_extend_many = "cacheserialize_extend_many";
 inline constexpr const char* stmt_release = "cacheserialize_release";
 inline constexpr const char* stmt_store = "cacheserialize_store";
 inline constexpr const char* stmt_put = "cacheserialize_put";
@@ -216,6 +217,23 @@ inline std::string prepare_sql(const Names& n) {
          fenced_update(n, "expires_ns = " + now + " + $4", "owner, token, expires_ns",
                        "true, owner, token, expires_ns", "false, owner, token, expires_ns") +
          ";";
+
+  // extend_many: $1 key_hashes, $2 owners, $3 tokens, $4 ttl_ns, arrays of one length. Each
+  // item as extend: the key's row is extended only while its reservation is still (owner,
+  // token), by one UPDATE that decides each row on its latest version. One row per item, in
+  // order: extended, then the holder (the item's own when extended, else the key's current row;
+  // all NULL if the key has no row).
+  sql += "PREPARE " + std::string(stmt_extend_many) + " (bytea[], bytea[], bigint[], bigint[]) AS" +
+         " WITH b AS (SELECT * FROM unnest($1, $2, $3, $4) WITH ORDINALITY" +
+         " AS b(key_hash, owner, token, ttl_ns, i))," + " up AS (UPDATE " + n.entries +
+         " AS e SET expires_ns = " + now +
+         " + b.ttl_ns FROM b WHERE e.key_hash = b.key_hash AND e.owner = b.owner AND"
+         " e.token = b.token RETURNING e.key_hash, e.owner, e.token, e.expires_ns)"
+         " SELECT u.key_hash IS NOT NULL, COALESCE(u.owner, e.owner),"
+         " COALESCE(u.token, e.token), COALESCE(u.expires_ns, e.expires_ns) FROM b"
+         " LEFT JOIN up u ON u.key_hash = b.key_hash AND u.owner = b.owner AND u.token = b.token"
+         " LEFT JOIN " +
+         n.entries + " e ON u.key_hash IS NULL AND e.key_hash = b.key_hash ORDER BY b.i;";
 
   const std::string clear =
       "owner = NULL, expires_ns = NULL, prev_owner = NULL, prev_token = NULL, prev_expires_ns = "
