@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -448,6 +449,26 @@ void check_engine_contract(MakeStorage make, Reopen reopen, EngineContractOption
     CHECK_FALSE(a.holder(key));  // stored: nobody holds it
     CHECK(a.stats().executions == 0);
     CHECK(a.stats().hits == 0);
+  }
+
+  if constexpr (cs::storage_traits<Storage>::notifies_callbacks) {
+    SECTION("an async claim waits without a poll and is woken by the other engine's store") {
+      auto r = b.try_claim(key);
+      REQUIRE(r.is_acquired());
+      cs::ClaimOptions o;
+      o.poll_interval = std::chrono::hours(1);  // and fake time stands still: only a notification
+      auto waiting = a.claim_async(key, o);
+      REQUIRE(clock.wait_for_sleepers(2));  // a's waiter thread and b's heartbeat
+      CHECK(waiting.wait_for(0s) == std::future_status::timeout);
+      CHECK(r.hold().store_value(std::string("done")) == cs::StoreStatus::stored);
+      REQUIRE(waiting.wait_for(kBound) == std::future_status::ready);
+      auto c = waiting.get();
+      REQUIRE(c.is_hit());
+      CHECK(c.waited());
+      CHECK(c.template value<std::string>() == "done");
+      CHECK(a.stats().waits == 1);
+      no_losses(events_b, b.stats());
+    }
   }
 
   SECTION("a cancelled token looks nothing up") {

@@ -2,6 +2,7 @@
 // wrappers.
 
 #include <catch2/catch.hpp>
+#include <future>
 #include <vector>
 
 #include "support.hpp"
@@ -48,4 +49,30 @@ TEST_CASE(
   auto fc = cs::serialize_cached([](int n) { return n; }, cs::TaskOptions{"t", "1"}, bytes);
   CHECK(fc(1) == 1);
   CHECK(cs::default_manager(bytes).stats().executions == 1);
+}
+
+TEST_CASE("async calls through 50 wrappers over one store wait on one waiter thread") {
+  const std::size_t before = test::thread_count();
+  cs::InMemoryStorage storage;
+  {
+    auto make = [&](int i) {
+      return cs::serialize_cached([](int n) { return n + 1; },
+                                  cs::TaskOptions{"task-" + std::to_string(i), "1"}, storage);
+    };
+    std::vector<decltype(make(0))> wrappers;
+    for (int i = 0; i < 50; ++i) wrappers.push_back(make(i));
+    auto manager = cs::default_manager(storage);
+    std::vector<cs::Hold<cs::SystemClock, cs::InMemoryStorage>> holds;
+    for (auto& w : wrappers) holds.push_back(std::move(manager.claim(w.key(1)).hold()));
+    auto inline_executor = [](std::function<void()> f) { f(); };
+    std::vector<std::future<int>> calls;
+    for (auto& w : wrappers) calls.push_back(w.async(inline_executor, 1));
+    CHECK(manager.stats().waiters_active == 50);
+    CHECK(test::thread_count() <= before + 2);  // the heartbeat and the waiter thread
+    for (auto& h : holds) h.store_value(7);
+    for (auto& c : calls) CHECK(c.get() == 7);
+  }
+  // The manager is gone, and both its threads; the last completion may still be finishing on
+  // the waiter thread, which then lets the manager go.
+  CHECK(test::eventually([&] { return test::thread_count() == before; }));
 }
