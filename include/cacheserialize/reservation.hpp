@@ -553,7 +553,25 @@ class ReservationManager {
         "cacheserialize::ReservationManager::claim_async: the callback must be "
         "invocable as void(std::exception_ptr, std::optional<Claim>)");
     detail::validate("cacheserialize::ReservationManager::claim_async", options);
-    start_async(key, options, AsyncDone(std::move(callback)));
+    bool probed = false;
+    if constexpr (storage_traits<Storage>::probe_before_acquire) {
+      // A hit calls back straight away: no wrapped callback, no reservation terms.
+      if (!options.overwrite && !options.cancel.cancelled()) {
+        std::optional<StoredOutput> out;
+        try {
+          out = lookup(key, options.tag);
+        } catch (...) {
+          callback(std::current_exception(), std::nullopt);
+          return;
+        }
+        if (out) {
+          callback(nullptr, claim_type(std::move(*out), false));
+          return;
+        }
+        probed = true;
+      }
+    }
+    start_async(key, options, AsyncDone(std::move(callback)), probed);
   }
 
   /// As above, completing a future instead of calling back: `get()` returns the claim or
@@ -885,7 +903,8 @@ class ReservationManager {
   using AsyncDone = detail::UniqueFunction<void(std::exception_ptr, std::optional<claim_type>)>;
 
   // The first look of claim_async, on the caller's thread: complete at once, or wait.
-  void start_async(const Key& key, const ClaimOptions& options, AsyncDone done) const {
+  // @param probed whether the caller looked the key up already (a miss).
+  void start_async(const Key& key, const ClaimOptions& options, AsyncDone done, bool probed) const {
     const char* const who = "cacheserialize::ReservationManager::claim_async";
     Core& core = *core_;
     std::optional<claim_type> claim;
@@ -906,7 +925,8 @@ class ReservationManager {
                                 key.describe());
         }
       }
-      if (!claim && storage_traits<Storage>::probe_before_acquire && !options.overwrite) {
+      if (!claim && !probed && storage_traits<Storage>::probe_before_acquire &&
+          !options.overwrite) {
         if (std::optional<StoredOutput> out = lookup(key, options.tag))
           claim.emplace(claim_type(std::move(*out), false));
       }
@@ -980,7 +1000,14 @@ class ReservationManager {
     AsyncKey* key = nullptr;  // set before it can be notified; outlives it
     Reservation waited_on;    // the holder last reported through a `waiting` event
     Duration recheck = detail::expiry_recheck;
+    bool finished = false;  // completed by the current check (the waiter thread's only)
     CancellationToken::Registration cancel_registration;  // reset before it is destroyed
+  };
+
+  struct AsyncOutcome {
+    AsyncWaiter* waiter;
+    std::exception_ptr error;
+    std::optional<claim_type> claim;
   };
 
   // A key that claims wait on asynchronously, checked by the waiter service: one storage
@@ -993,6 +1020,7 @@ class ReservationManager {
     TimePoint run(TimePoint now) noexcept override {
       return ReservationManager(core).check_async(*this, now);
     }
+    void deliver() noexcept override { ReservationManager(core).deliver_async(*this); }
 
     const std::shared_ptr<Core> core;
     const Key key;
@@ -1001,12 +1029,9 @@ class ReservationManager {
     Subscription subscription;          // set once by the thread that made it; ended when destroyed
     std::atomic<bool> notified{false};  // the subscription is in place: notifications come
     std::vector<std::unique_ptr<AsyncWaiter>> waiters;  // guarded by core->async_mu
-  };
-
-  struct AsyncOutcome {
-    AsyncWaiter* waiter;
-    std::exception_ptr error;
-    std::optional<claim_type> claim;
+    // What the last check completed, for deliver (the waiter thread's only).
+    std::vector<AsyncOutcome> outcomes;
+    std::vector<std::unique_ptr<AsyncWaiter>> finished;
   };
 
   // Parks a claim that found the key held: on the key's waiter list, checked by the service.
@@ -1057,11 +1082,12 @@ class ReservationManager {
     waited->notify();  // a change between this claim's look and its subscription is not missed
   }
 
-  // One check of a key on the waiter service's thread; completes what it can.
+  // One check of a key on the waiter service's thread: what it completes goes to
+  // `waited.outcomes`, delivered by deliver_async once every key due now has been checked.
   // @return when to check it again, unless notified first.
   TimePoint check_async(AsyncKey& waited, TimePoint now) const noexcept {
     Core& core = *core_;
-    std::vector<AsyncOutcome> done;
+    std::vector<AsyncOutcome>& done = waited.outcomes;
     std::vector<AsyncWaiter*> live;
     TimePoint next = TimePoint::max();
     try {
@@ -1082,30 +1108,34 @@ class ReservationManager {
              std::make_exception_ptr(cancelled_error(
                  "cancelled while waiting for holder " + w.waited_on.owner, waited.key.describe())),
              std::nullopt});
+        w.finished = true;
         i = live.erase(i);
       }
       if (!live.empty()) next = look_async(waited, live, now, done);
     } catch (...) {  // the storage failed: every claim still waiting hears of it
       for (AsyncWaiter* w : live) {
-        if (std::none_of(done.begin(), done.end(),
-                         [&](const AsyncOutcome& d) { return d.waiter == w; }))
-          done.push_back({w, std::current_exception(), std::nullopt});
+        if (w->finished) continue;
+        w->finished = true;
+        done.push_back({w, std::current_exception(), std::nullopt});
       }
       next = TimePoint::max();
     }
-    // Off the key's list under the lock; the key leaves the map with its last waiter.
-    std::vector<std::unique_ptr<AsyncWaiter>> finished;
+    // The finished leave the key's list in one pass; the key leaves the map with its last
+    // waiter.
     std::shared_ptr<detail::WaiterTask> gone;
     bool empty = false;
     {
       std::lock_guard<std::mutex> lock(core.async_mu);
       auto& ws = waited.waiters;
-      for (const AsyncOutcome& d : done) {
-        const auto at =
-            std::find_if(ws.begin(), ws.end(), [&](const auto& w) { return w.get() == d.waiter; });
-        finished.push_back(std::move(*at));
-        ws.erase(at);
+      auto kept = ws.begin();
+      for (auto& w : ws) {
+        if (w->finished) {
+          waited.finished.push_back(std::move(w));
+        } else {
+          *kept++ = std::move(w);
+        }
       }
+      ws.erase(kept, ws.end());
       empty = ws.empty();
       if (empty) {
         const auto found = core.async_keys.find(waited.id);
@@ -1115,7 +1145,13 @@ class ReservationManager {
         }
       }
     }
-    for (AsyncOutcome& d : done) {
+    return empty ? TimePoint::max() : next;
+  }
+
+  // Runs the completions of the key's last check, on the waiter thread.
+  void deliver_async(AsyncKey& waited) const noexcept {
+    Core& core = *core_;
+    for (AsyncOutcome& d : waited.outcomes) {
       d.waiter->cancel_registration = {};
       core.counters.waiters_active.fetch_sub(1, std::memory_order_relaxed);
       try {
@@ -1123,7 +1159,8 @@ class ReservationManager {
       } catch (...) {  // documented: swallowed on the waiter thread
       }
     }
-    return empty ? TimePoint::max() : next;
+    waited.outcomes.clear();
+    waited.finished.clear();
   }
 
   // The storage operation of a check, and what it concludes for each live waiter.
@@ -1143,6 +1180,7 @@ class ReservationManager {
         mine.output = r.output;
         done.push_back(
             {w, nullptr, conclude(waited.key, mine, w->terms, w->options, w->owner, now, true)});
+        w->finished = true;
       }
       return TimePoint::max();
     }
@@ -1156,6 +1194,7 @@ class ReservationManager {
         error = std::current_exception();
       }
       done.push_back({lead, std::move(error), std::move(claim)});
+      lead->finished = true;
       ++rest;
       // The others now wait on the lead's fresh reservation.
       r.status = AcquireStatus::held;
@@ -1173,6 +1212,7 @@ class ReservationManager {
              std::make_exception_ptr(timeout_error(timed_out(*w.options.wait_timeout, h),
                                                    waited.key.describe(), h.owner, h.expires_at)),
              std::nullopt});
+        w.finished = true;
         continue;
       }
       if (h.owner != w.waited_on.owner || h.token != w.waited_on.token ||

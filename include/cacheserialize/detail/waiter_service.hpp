@@ -5,6 +5,7 @@
 // due (a holder's expiry, a give-up time, a jittered poll). Thousands of waiters cost no thread
 // each: a key is one task, however many claims wait on it.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -30,10 +31,15 @@ namespace detail {
 /// with `std::make_shared` and attached to a service before it is notified.
 class WaiterTask : public Notifiable, public std::enable_shared_from_this<WaiterTask> {
  public:
-  /// Runs on the service's thread, never concurrently with itself.
+  /// Looks at what the task waits for, on the service's thread, never concurrently with itself.
+  /// Completions it finds are kept for `deliver`: every task due in one round is looked at
+  /// before any completion runs, so that a slow completion delays no other task's look.
   /// @param now the clock's time.
   /// @return when to run again unless notified first; `TimePoint::max()`: only when notified.
   virtual TimePoint run(TimePoint now) noexcept = 0;
+
+  /// Runs the completions the last `run` found, after every task of the round has run.
+  virtual void deliver() noexcept = 0;
 
   void notify() noexcept override;
 
@@ -139,20 +145,25 @@ class WaiterService {
         continue;
       }
       ++round;
-      for (std::shared_ptr<WaiterTask>& task : work) {
-        if (task->round_ == round) continue;  // notified and due at once: one run
-        task->round_ = round;
-        if (task->timed_) {
-          timers.erase(task->timer_);
-          task->timed_ = false;
+      auto ran = work.begin();  // the tasks run this round, moved to the front
+      for (auto it = work.begin(); it != work.end(); ++it) {
+        WaiterTask& task = **it;
+        if (task.round_ == round) continue;  // notified and due at once: one run
+        task.round_ = round;
+        if (task.timed_) {
+          timers.erase(task.timer_);
+          task.timed_ = false;
         }
-        task->queued_.store(false);  // a notification during the run queues it again
-        const TimePoint next = task->run(clock.now());
+        task.queued_.store(false);  // a notification during the run queues it again
+        const TimePoint next = task.run(clock.now());
         if (next != TimePoint::max()) {
-          task->timer_ = timers.emplace(next, task);
-          task->timed_ = true;
+          task.timer_ = timers.emplace(next, *it);
+          task.timed_ = true;
         }
+        if (ran != it) std::swap(*ran, *it);
+        ++ran;
       }
+      for (auto it = work.begin(); it != ran; ++it) (*it)->deliver();
       work.clear();  // may drop a task's last reference, and with it the manager's
     }
   }
