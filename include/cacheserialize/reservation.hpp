@@ -532,9 +532,9 @@ class ReservationManager {
   /// - on the calling thread, before `claim_async` returns, when the claim needs no wait (a
   ///   hit, the reservation taken, or a failure on the first look);
   /// - otherwise on the manager's waiter thread. It must then be short and must not block
-  ///   (post the work to your executor, as `SerializedFunction::async` does): the checks of
-  ///   every key due at the same time are made before any callback runs, so a slow callback
-  ///   delays other keys' wake-ups by its own run only, but it delays them. A callback may call
+  ///   (post the work to your executor, as `SerializedFunction::async` does): a key's
+  ///   callbacks run right after that key's check, before the next key's, so a slow callback
+  ///   delays other keys' wake-ups by its own run, no more, but it delays them. A callback may call
   ///   the manager (including `claim_async`) and may drop the last handle of it. An exception
   ///   it throws is swallowed on the waiter thread.
   ///
@@ -1083,7 +1083,7 @@ class ReservationManager {
   }
 
   // One check of a key on the waiter service's thread: what it completes goes to
-  // `waited.outcomes`, delivered by deliver_async once every key due now has been checked.
+  // `waited.outcomes`, delivered by deliver_async right after.
   // @return when to check it again, unless notified first.
   TimePoint check_async(AsyncKey& waited, TimePoint now) const noexcept {
     Core& core = *core_;

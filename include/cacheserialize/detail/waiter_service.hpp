@@ -32,13 +32,13 @@ namespace detail {
 class WaiterTask : public Notifiable, public std::enable_shared_from_this<WaiterTask> {
  public:
   /// Looks at what the task waits for, on the service's thread, never concurrently with itself.
-  /// Completions it finds are kept for `deliver`: every task due in one round is looked at
-  /// before any completion runs, so that a slow completion delays no other task's look.
+  /// Completions it finds are kept for `deliver`, which runs once the task is rescheduled.
   /// @param now the clock's time.
   /// @return when to run again unless notified first; `TimePoint::max()`: only when notified.
   virtual TimePoint run(TimePoint now) noexcept = 0;
 
-  /// Runs the completions the last `run` found, after every task of the round has run.
+  /// Runs the completions the last `run` found, right after it: the tasks due after this one
+  /// wait for them, so a slow completion delays them by its own run, no more.
   virtual void deliver() noexcept = 0;
 
   void notify() noexcept override;
@@ -145,7 +145,6 @@ class WaiterService {
         continue;
       }
       ++round;
-      auto ran = work.begin();  // the tasks run this round, moved to the front
       for (auto it = work.begin(); it != work.end(); ++it) {
         WaiterTask& task = **it;
         if (task.round_ == round) continue;  // notified and due at once: one run
@@ -160,10 +159,8 @@ class WaiterService {
           task.timer_ = timers.emplace(next, *it);
           task.timed_ = true;
         }
-        if (ran != it) std::swap(*ran, *it);
-        ++ran;
+        task.deliver();
       }
-      for (auto it = work.begin(); it != ran; ++it) (*it)->deliver();
       work.clear();  // may drop a task's last reference, and with it the manager's
     }
   }
