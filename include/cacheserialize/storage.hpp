@@ -56,6 +56,9 @@
 ///         // the whole batch failed. The heartbeat then extends the leases falling due together
 ///         // in one call instead of one call each. A storage derived from one that has it and
 ///         // that changes extend() must change extend_many likewise.
+///     PruneResult prune(Duration older_than);
+///         // removes outputs stored longer ago than `older_than` and records of free or
+///         // long-expired reservations, never a live reservation.
 ///     std::optional<Reservation> reservation(const Key&) const;
 ///         // the key's reservation (live, or expired with nobody taking it since), if any: one
 ///         // read-only operation. Needed by ReservationManager::holder.
@@ -77,6 +80,7 @@
 /// database server) may ignore it and use its own; `AcquireResult::remaining` is then what lets
 /// a waiter know how long to wait without comparing clocks.
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -194,6 +198,13 @@ struct StoreResult {
   StoreStatus status = StoreStatus::rejected;
   /// rejected: the current holder (owner empty if none).
   Reservation current;
+};
+
+/// What `FileSystemStorage::prune` removed.
+struct PruneResult {
+  std::size_t outputs_removed = 0;       ///< outputs older than the age
+  std::size_t reservations_removed = 0;  ///< keys whose lock file and record were removed
+  std::size_t temporaries_removed = 0;   ///< temporary files of writers that died
 };
 
 /// @return "released", "not held", "held by another owner".

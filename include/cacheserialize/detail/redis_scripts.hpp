@@ -8,10 +8,15 @@
 //   P{D}:res    the reservation: "<token> <expires_at_ns> <owner>" under PX ttl. Redis expires
 //               it: the server's clock is the authority. expires_at_ns is the holder's own view,
 //               reported to waiters for their events only.
-//   P{D}:fence  the fencing record, a hash that never expires: n = the last token issued (tokens
-//               strictly increase per key for the store's life), o = its owner, s = what became
-//               of it: l (live: never released, so if :res is gone it expired), r (released),
-//               s (stored).
+//   P{D}:at     when the output was written: the server's clock in microseconds since the
+//               epoch (a string, under the output's PX), for prune. Outputs written before it
+//               existed have none; prune gives them one when it first sees them.
+//   P{D}:fence  the fencing record, a hash without expiry: n = the last token issued, o = its
+//               owner, s = what became of it: l (live: never released, so if :res is gone it
+//               expired), r (released), s (stored); x = "<n> <us>": prune first saw token n
+//               expired (and untaken) at server time us. Tokens are max(n + 1, the server's clock
+//               in microseconds): they strictly increase per key, also after prune deleted the
+//               fence, which it does only once the clock has passed n.
 //   channel P{D}:wake:<db>  published to (payload: the publishing storage's origin id) after a
 //               store, put, release or erase.
 // The braces are a hash tag, so the three keys of one cache key share a cluster slot.
@@ -29,6 +34,18 @@ inline constexpr char kRedisOutputMagic[] = "CSO1";
 
 // Shared by every script (prepended to each): reading and writing the reservation and the fence.
 inline constexpr const char* kRedisPrelude = R"lua(
+-- The server's clock in microseconds since the epoch (exact in a Lua number). A script reads it
+-- before its first write: before Redis 7 a script that reads the clock must then replicate its
+-- effects rather than itself.
+local function now_us()
+  if redis.replicate_commands then redis.replicate_commands() end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- An integral Lua number as a decimal string (tostring would give 1.7e+15).
+local function decimal(x)
+  return string.format('%.0f', x)
+end
 -- The reservation stored at `res`: token, expires_ns, owner; nil if there is none.
 local function reservation(res)
   local v = redis.call('GET', res)
@@ -51,11 +68,15 @@ local function expired_untaken(f, tok, own)
   local n, o, s = fence(f)
   return n == tok and o == own and s == 'l'
 end
-local function set_output(out, payload, px)
+-- The output and its write time (`at`), under the same PX.
+local function set_output(out, at, payload, px)
+  local t = decimal(now_us())
   if px == '0' then
     redis.call('SET', out, payload)
+    redis.call('SET', at, t)
   else
     redis.call('SET', out, payload, 'PX', px)
+    redis.call('SET', at, t, 'PX', px)
   end
 end
 )lua";
@@ -79,9 +100,8 @@ if tok then
   return {1, tok, corrupt}
 end
 local n, o, s = fence(KEYS[3])
-redis.call('HINCRBY', KEYS[3], 'n', 1)
-tok = redis.call('HGET', KEYS[3], 'n')
-redis.call('HSET', KEYS[3], 'o', ARGV[1], 's', 'l')
+tok = decimal(math.max((tonumber(n) or 0) + 1, now_us()))
+redis.call('HSET', KEYS[3], 'n', tok, 'o', ARGV[1], 's', 'l')
 reserve(KEYS[2], tok, ARGV[4], ARGV[1], ARGV[2])
 if s == 'l' then return {1, tok, corrupt, n, o} end
 return {1, tok, corrupt}
@@ -119,7 +139,7 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 )lua";
 
-// KEYS: out res fence. ARGV: owner, token, channel, origin, output_ttl_ms ('0': none), payload,
+// KEYS: out res fence at. ARGV: owner, token, channel, origin, output_ttl_ms ('0': none), payload,
 // retry ('1': this is the operation's second attempt, after its connection broke; else '0').
 // -> {1} stored | {0[, token, expires_ns, owner]} rejected (with the current holder, if any)
 // Fencing: only the current reservation, or the caller's own that expired with nobody taking
@@ -139,25 +159,87 @@ else
     return {0}
   end
 end
-set_output(KEYS[1], ARGV[6], ARGV[5])
+set_output(KEYS[1], KEYS[4], ARGV[6], ARGV[5])
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[3], 's', 's')
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {1}
 )lua";
 
-// KEYS: out. ARGV: channel, origin, output_ttl_ms ('0': none), payload. -> 1
+// KEYS: out at. ARGV: channel, origin, output_ttl_ms ('0': none), payload. -> 1
 inline constexpr const char* kRedisPut = R"lua(
-set_output(KEYS[1], ARGV[4], ARGV[3])
+set_output(KEYS[1], KEYS[2], ARGV[4], ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 )lua";
 
-// KEYS: out. ARGV: channel, origin. -> 1 erased | 0 nothing stored
+// KEYS: out at. ARGV: channel, origin. -> 1 erased | 0 nothing stored
 inline constexpr const char* kRedisErase = R"lua(
+redis.call('DEL', KEYS[2])
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
+)lua";
+
+// KEYS: out res fence at, for each of a batch of cache keys. ARGV: older_than_us.
+// -> {outputs deleted, fences deleted}
+// One batch of prune, by the server's clock. For each cache key:
+// - an output written at least older_than_us ago is deleted, with its write time; an output
+//   without a write time gets one now (its age counts from the first prune that sees it); a
+//   write time without an output (expired or erased meanwhile) is deleted;
+// - if no reservation is live (:res is gone), the fence is deleted once the clock has passed its
+//   last token (so the next token, from the clock, is higher) and it is stale: released or
+//   stored with its last token issued at least older_than_us ago, or expired untaken and seen
+//   so by prune at least older_than_us ago (marked `x` the first time), so that a holder whose
+//   reservation expired only just can still resume it. A live reservation is never touched.
+inline constexpr const char* kRedisPrune = R"lua(
+local now = now_us()
+local cutoff = now - tonumber(ARGV[1])
+local outputs, fences = 0, 0
+for i = 1, #KEYS, 4 do
+  local out, res, f, at = KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]
+  local t = redis.call('GET', at)
+  if redis.call('EXISTS', out) == 1 then
+    if not t then
+      local px = redis.call('PTTL', out)
+      if px > 0 then
+        redis.call('SET', at, decimal(now), 'PX', px)
+      else
+        redis.call('SET', at, decimal(now))
+      end
+    elseif (tonumber(t) or now) <= cutoff then
+      redis.call('DEL', out, at)
+      outputs = outputs + 1
+    end
+  elseif t then
+    redis.call('DEL', at)
+  end
+  if redis.call('EXISTS', res) == 0 then
+    local n, o, s = fence(f)
+    local tok = tonumber(n)
+    if tok and tok < now then
+      local stale
+      if s == 'l' then
+        local x = redis.call('HGET', f, 'x')
+        local xn, xt
+        if x then xn, xt = string.match(x, '^(%d+) (%d+)$') end
+        if xn == n then
+          stale = tonumber(xt) <= cutoff
+        else
+          redis.call('HSET', f, 'x', n .. ' ' .. decimal(now))
+          stale = now <= cutoff
+        end
+      else
+        stale = tok <= cutoff
+      end
+      if stale then
+        redis.call('DEL', f)
+        fences = fences + 1
+      end
+    end
+  end
+end
+return {outputs, fences}
 )lua";
 
 }  // namespace detail

@@ -406,6 +406,47 @@ class PostgresStorage {
     state_->listener.raise(detail::pg::hex(h));
   }
 
+  /// Housekeeping, safe while other processes use the store: deletes, by the server's clock,
+  /// the rows that have no live reservation (none, released, or expired at least `older_than`
+  /// ago) and no output stored less than `older_than` ago: old outputs, and the records of free
+  /// or long-expired reservations. A live reservation, and the row of a key in use at that
+  /// moment (locked), are left alone. Deletes in batches of kPruneBatch rows, each one short
+  /// statement (one round trip) of its own, until a batch finds fewer: no lock is held for long.
+  /// Fencing tokens come from the store's sequence, so a key taken after its row was deleted
+  /// still gets a token above every earlier one.
+  /// @return outputs_removed: deleted rows that had an output; reservations_removed: deleted
+  ///         rows that had none (a key's reservation record alone); temporaries_removed: 0.
+  /// @throws std::invalid_argument for a negative `older_than`.
+  /// @throws storage_error if a statement fails (the batches before it stay deleted).
+  PruneResult prune(Duration older_than) {
+    if (older_than < Duration::zero()) {
+      throw std::invalid_argument(
+          "cacheserialize::PostgresStorage::prune: older_than must not be negative, got " +
+          format_duration(older_than));
+    }
+    PruneResult out;
+    for (;;) {
+      const detail::pg::Result r =
+          run(state_->ops, nullptr, "prune", [&](detail::pg::Connection& c, int) {
+            detail::pg::Params p;
+            p.int8(older_than.count()).int8(static_cast<std::int64_t>(kPruneBatch));
+            return c.prepared(detail::pg::stmt_prune, p);
+          });
+      if (r.rows() != 1) {
+        throw storage_error("PostgreSQL prune: expected 1 row, the server answered " +
+                            std::to_string(r.rows()));
+      }
+      const auto deleted = static_cast<std::size_t>(r.int8(0, 0));
+      const auto outputs = static_cast<std::size_t>(r.int8(0, 1));
+      out.outputs_removed += outputs;
+      out.reservations_removed += deleted - outputs;
+      if (deleted < kPruneBatch) return out;
+    }
+  }
+
+  /// Rows `prune` deletes per statement.
+  static constexpr std::size_t kPruneBatch = 1000;
+
   /// Raises `signal` after every store, put or release of `key`, by any process, while the
   /// returned subscription lives. The first subscription starts the listener and waits until it
   /// listens (at most the connect timeout plus a statement bound).

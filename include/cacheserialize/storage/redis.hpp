@@ -56,6 +56,7 @@ struct RedisKeyNames {
   std::string reservation;  ///< `<prefix>{<digest>}:res`: the reservation, under a PX TTL
   std::string fence;        ///< `<prefix>{<digest>}:fence`: the key's fencing record (kept)
   std::string channel;      ///< `<prefix>{<digest>}:wake:<db>`: the pub/sub channel of waiters
+  std::string stored_at;    ///< `<prefix>{<digest>}:at`: when the output was written (for prune)
 };
 
 /// A storage policy (storage.hpp) over a Redis server.
@@ -65,8 +66,10 @@ struct RedisKeyNames {
 /// - Reservations expire by Redis's clock. The `now` a caller passes is used only for the expiry
 ///   it reports (`Reservation::expires_at`, in the holder's own clock); `AcquireResult::remaining`
 ///   is the server's remaining time to live, which is what a waiter's wait is based on.
-/// - Fencing tokens come from a per-key counter that survives releases, and are strictly
-///   increasing per key for as long as the server keeps its data. A store, extension or release
+/// - Fencing tokens are max(the key's last token + 1, the server's clock in microseconds): the
+///   last one survives releases, in the key's fence, and the clock keeps tokens growing after
+///   `prune` deleted it, so they strictly increase per key for as long as the server keeps its
+///   data and its clock does not step back. A store, extension or release
 ///   is accepted only for the current reservation (owner and token). A holder whose reservation
 ///   expired with nobody taking the key since may still extend or store: the fence proves that
 ///   no one else held the key in between.
@@ -228,9 +231,10 @@ class RedisStorage {
     int attempts = 0;  // run calls the lambda a second time only to retry on a new connection
     StoreResult result = run(key, "store", [&](detail::RedisConnection& c) {
       const bool retry = attempts++ > 0;
-      detail::RedisReplyPtr r = eval(c, state_->store, {n.output, n.reservation, n.fence},
-                                     {mine.owner, tok, n.channel, state_->origin,
-                                      state_->output_ttl_px, payload, retry ? "1" : "0"});
+      detail::RedisReplyPtr r =
+          eval(c, state_->store, {n.output, n.reservation, n.fence, n.stored_at},
+               {mine.owner, tok, n.channel, state_->origin, state_->output_ttl_px, payload,
+                retry ? "1" : "0"});
       StoreResult out;
       if (code(*r) == 1) {
         out.status = StoreStatus::stored;
@@ -249,7 +253,7 @@ class RedisStorage {
     const RedisKeyNames n = names(key);
     const std::string payload = with_magic(output.bytes);
     run(key, "put", [&](detail::RedisConnection& c) {
-      return integer(*eval(c, state_->put, {n.output},
+      return integer(*eval(c, state_->put, {n.output, n.stored_at},
                            {n.channel, state_->origin, state_->output_ttl_px, payload}));
     });
     state_->subscriber->notify_local(n.channel);
@@ -271,11 +275,74 @@ class RedisStorage {
   bool erase(const Key& key) {
     const RedisKeyNames n = names(key);
     const long long removed = run(key, "erase", [&](detail::RedisConnection& c) {
-      return integer(*eval(c, state_->erase, {n.output}, {n.channel, state_->origin}));
+      return integer(*eval(c, state_->erase, {n.output, n.stored_at}, {n.channel, state_->origin}));
     });
     if (removed) state_->subscriber->notify_local(n.channel);
     return removed != 0;
   }
+
+  /// Housekeeping, safe while other processes use the server, by Redis's clock:
+  /// - deletes outputs written at least `older_than` ago. Each output's write time is kept in
+  ///   `names(key).stored_at` (under the output's PX); an output written by an earlier version
+  ///   has none, and is given the time prune first sees it, so it goes one `older_than` later;
+  /// - deletes the fence of a key with no live reservation once it is stale: released or stored
+  ///   with its last token issued at least `older_than` ago, or expired untaken and seen so by
+  ///   prune at least `older_than` ago (a holder whose reservation has only just expired may
+  ///   still resume it); and only once the server's clock has passed its last token, so the
+  ///   next token of the key, taken from the clock, is higher than every earlier one.
+  /// A live reservation is never touched. Walks the prefix's keys with SCAN (never KEYS), at
+  /// most kPruneScan per call, and decides each batch in one script: the server is never busy
+  /// with prune for longer than one batch, and the calls of other clients run in between. Keys
+  /// under the prefix that the storage does not use are left alone.
+  /// @return outputs_removed, reservations_removed (fences deleted); temporaries_removed is 0.
+  /// @throws std::invalid_argument for a negative `older_than`.
+  /// @throws storage_error if the server cannot be reached or refuses (batches done stay done).
+  PruneResult prune(Duration older_than) {
+    if (older_than < Duration::zero()) {
+      throw std::invalid_argument(
+          "cacheserialize::RedisStorage::prune: older_than must not be negative, got " +
+          format_duration(older_than));
+    }
+    // Microseconds, capped where a Lua number is still exact (2^52 us: 142 years).
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(older_than).count();
+    const std::string older_us = std::to_string(std::min<long long>(us, 1LL << 52));
+    const std::string& prefix = state_->options.key_prefix;
+    const std::string pattern = glob_escaped(prefix) + "{*";
+    const std::string count = std::to_string(kPruneScan);
+    PruneResult result;
+    std::string cursor = "0";
+    do {
+      std::vector<std::string> bases;
+      cursor = run(nullptr, "prune", [&](detail::RedisConnection& c) {
+        detail::RedisReplyPtr r = c.command({"SCAN", cursor, "MATCH", pattern, "COUNT", count});
+        if (r->type == REDIS_REPLY_ERROR) server_error(*r);
+        const redisReply& names = at(*r, 1);
+        if (names.type != REDIS_REPLY_ARRAY) protocol_error("SCAN");
+        for (std::size_t i = 0; i < names.elements; ++i) {
+          if (auto base = base_of(text(at(names, i)), prefix)) bases.push_back(std::move(*base));
+        }
+        return text(at(*r, 0));
+      });
+      std::sort(bases.begin(), bases.end());
+      bases.erase(std::unique(bases.begin(), bases.end()), bases.end());
+      if (bases.empty()) continue;
+      std::vector<std::string> keys;
+      keys.reserve(4 * bases.size());
+      for (const std::string& b : bases) {
+        for (const char* suffix : {":out", ":res", ":fence", ":at"}) keys.push_back(b + suffix);
+      }
+      const auto removed = run(nullptr, "prune", [&](detail::RedisConnection& c) {
+        detail::RedisReplyPtr r = eval(c, state_->prune, keys, {older_us});
+        return std::pair<long long, long long>(integer(at(*r, 0)), integer(at(*r, 1)));
+      });
+      result.outputs_removed += static_cast<std::size_t>(removed.first);
+      result.reservations_removed += static_cast<std::size_t>(removed.second);
+    } while (cursor != "0");
+    return result;
+  }
+
+  /// The COUNT of each SCAN call of `prune`: about this many keys per batch.
+  static constexpr std::size_t kPruneScan = 500;
 
   /// @return the live reservation on `key`, if any; its `expires_at` is the holder's own view.
   /// @throws storage_error if the server cannot be reached or refuses.
@@ -308,7 +375,7 @@ class RedisStorage {
   RedisKeyNames names(const Key& key) const {
     const std::string base = state_->options.key_prefix + "{" + key.digest() + "}";
     return RedisKeyNames{base + ":out", base + ":res", base + ":fence",
-                         base + ":wake:" + std::to_string(state_->options.database)};
+                         base + ":wake:" + std::to_string(state_->options.database), base + ":at"};
   }
 
   /// @return a snapshot of the counters (round trips, connections, script loads...).
@@ -360,6 +427,7 @@ class RedisStorage {
     Script store{detail::kRedisStore};
     Script put{detail::kRedisPut};
     Script erase{detail::kRedisErase};
+    Script prune{detail::kRedisPrune};
     std::mutex load_mu;  // held while loading the scripts
     std::atomic<bool> loaded{false};
   };
@@ -432,6 +500,16 @@ class RedisStorage {
 
   detail::RedisReplyPtr eval(detail::RedisConnection& c, Script& script,
                              std::initializer_list<std::string_view> keys,
+                             std::initializer_list<std::string_view> args) const {
+    return eval(c, script, std::vector<std::string_view>(keys.begin(), keys.end()), args);
+  }
+  detail::RedisReplyPtr eval(detail::RedisConnection& c, Script& script,
+                             const std::vector<std::string>& keys,
+                             std::initializer_list<std::string_view> args) const {
+    return eval(c, script, std::vector<std::string_view>(keys.begin(), keys.end()), args);
+  }
+  detail::RedisReplyPtr eval(detail::RedisConnection& c, Script& script,
+                             const std::vector<std::string_view>& keys,
                              std::initializer_list<std::string_view> args) const {
     const std::string nkeys = std::to_string(keys.size());
     std::vector<std::string_view> argv;
@@ -514,6 +592,34 @@ class RedisStorage {
     }
   }
 
+  // `s` with the characters SCAN's MATCH treats as a pattern escaped.
+  static std::string glob_escaped(const std::string& s) {
+    std::string out;
+    for (const char ch : s) {
+      if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    return out;
+  }
+
+  // `<prefix>{<digest>}` if `name` is one of the storage's keys under `prefix`.
+  static std::optional<std::string> base_of(const std::string& name, const std::string& prefix) {
+    const std::size_t base = prefix.size() + 66;  // "{" + 64 hex digits + "}"
+    if (name.size() <= base || name.compare(0, prefix.size(), prefix) != 0 ||
+        name[prefix.size()] != '{' || name[base - 1] != '}') {
+      return std::nullopt;
+    }
+    for (std::size_t i = prefix.size() + 1; i + 1 < base; ++i) {
+      const char ch = name[i];
+      if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return std::nullopt;
+    }
+    const std::string_view suffix = std::string_view(name).substr(base);
+    if (suffix != ":out" && suffix != ":res" && suffix != ":fence" && suffix != ":at") {
+      return std::nullopt;
+    }
+    return name.substr(0, base);
+  }
+
   static bool noscript(const redisReply& r) {
     return r.type == REDIS_REPLY_ERROR && text(r).compare(0, 8, "NOSCRIPT") == 0;
   }
@@ -525,7 +631,8 @@ class RedisStorage {
     if (s.loaded.load(std::memory_order_acquire)) return script.sha;
     std::lock_guard<std::mutex> lock(s.load_mu);
     if (!s.loaded.load(std::memory_order_relaxed)) {
-      Script* const all[] = {&s.acquire, &s.extend, &s.release, &s.store, &s.put, &s.erase};
+      Script* const all[] = {&s.acquire, &s.extend, &s.release, &s.store,
+                             &s.put,     &s.erase,  &s.prune};
       for (Script* each : all) c.append({"SCRIPT", "LOAD", each->body});
       detail::Counters::bump(s.counters->round_trips);
       detail::RedisReplyPtr replies[std::size(all)];

@@ -32,6 +32,7 @@ inline constexpr const char* stmt_release = "cacheserialize_release";
 inline constexpr const char* stmt_store = "cacheserialize_store";
 inline constexpr const char* stmt_put = "cacheserialize_put";
 inline constexpr const char* stmt_reservation = "cacheserialize_reservation";
+inline constexpr const char* stmt_prune = "cacheserialize_prune";
 
 /// @throws std::invalid_argument unless `name` is a plain SQL identifier (or, for a prefix, may
 ///         be empty), short enough for PostgreSQL's 63-byte limit with `reserve` bytes appended.
@@ -251,6 +252,24 @@ inline std::string prepare_sql(const Names& n) {
                        "true, NULL::bytea, NULL::bigint, NULL::bigint, NULL::boolean, " + notify,
                        "false, owner, token, expires_ns, output IS NOT DISTINCT FROM $4, NULL") +
          ";";
+
+  // prune: $1 older_than_ns, $2 batch size. One batch: deletes at most $2 rows that have no
+  // live reservation (none, or one that expired at least $1 ago) and no output stored less than
+  // $1 ago, by the server's clock. Rows are locked with SKIP LOCKED, so a batch never waits for
+  // a key in use and holds its locks only for this one statement; the lock re-checks the
+  // conditions on the row's latest version, so a row taken or written meanwhile is left alone.
+  // Tokens come from the sequence, not the row: deleting a row never lets a token go back.
+  // -> rows deleted, of them with an output.
+  const std::string idle =
+      "(e.owner IS NULL OR e.expires_ns <= c.now_ns - $1) AND (e.output IS NULL OR"
+      " (extract(epoch FROM e.stored_at) * 1000000000)::bigint <= c.now_ns - $1)";
+  sql += "PREPARE " + std::string(stmt_prune) + " (bigint, bigint) AS" +
+         " WITH clock AS MATERIALIZED (SELECT " + now + " AS now_ns)," +
+         " victims AS (SELECT e.key_hash FROM " + n.entries + " e, clock c WHERE " + idle +
+         " LIMIT $2 FOR UPDATE OF e SKIP LOCKED)," + " gone AS (DELETE FROM " + n.entries +
+         " e USING victims v, clock c WHERE e.key_hash = v.key_hash AND " + idle +
+         " RETURNING e.output IS NOT NULL AS had_output)"
+         " SELECT count(*), count(*) FILTER (WHERE had_output) FROM gone;";
 
   // put: $1 key_hash, $2 key, $3 output; leaves any reservation alone.
   sql += "PREPARE " + std::string(stmt_put) +
