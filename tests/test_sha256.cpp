@@ -1,6 +1,11 @@
+// SHA-256: the FIPS vectors and the padding boundaries, on every compression path this build
+// and processor have (portable C++, x86 SHA extensions, ARMv8 cryptography extensions), and each
+// accelerated path against the portable one on random messages.
+
 #include <cacheserialize/detail/sha256.hpp>
 #include <catch2/catch.hpp>
 #include <cstddef>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,9 +27,45 @@ std::string pattern(std::size_t n) {
   return s;
 }
 
+// Every Sha256 uses `path` while this lives; then the path chosen before.
+class OnPath {
+ public:
+  explicit OnPath(csd::Sha256Path path)
+      : previous_(csd::sha256_blocks().load()), available_(csd::sha256_select(path)) {}
+  ~OnPath() { csd::sha256_blocks().store(previous_); }
+  OnPath(const OnPath&) = delete;
+  OnPath& operator=(const OnPath&) = delete;
+  bool available() const noexcept { return available_; }
+
+ private:
+  csd::Sha256Blocks previous_;
+  bool available_;
+};
+
+const char* name_of(csd::Sha256Path path) {
+  switch (path) {
+    case csd::Sha256Path::portable:
+      return "portable";
+    case csd::Sha256Path::x86_sha:
+      return "x86 SHA extensions";
+    case csd::Sha256Path::arm_sha:
+      return "ARMv8 cryptography extensions";
+  }
+  return "?";
+}
+
+// Runs the test case once per path; on a path this machine lacks, it passes without checking.
+#define ON_EVERY_PATH()                                                                        \
+  const csd::Sha256Path path =                                                                 \
+      GENERATE(csd::Sha256Path::portable, csd::Sha256Path::x86_sha, csd::Sha256Path::arm_sha); \
+  OnPath on_path(path);                                                                        \
+  INFO("compression path: " << name_of(path));                                                 \
+  if (!on_path.available()) return
+
 }  // namespace
 
 TEST_CASE("sha256 matches the FIPS 180-4 example vectors") {
+  ON_EVERY_PATH();
   CHECK(csd::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(csd::sha256_hex("abc") ==
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
@@ -36,6 +77,7 @@ TEST_CASE("sha256 matches the FIPS 180-4 example vectors") {
 }
 
 TEST_CASE("sha256 of one million 'a' fed in pieces matches the FIPS vector") {
+  ON_EVERY_PATH();
   csd::Sha256 h;
   const std::string chunk(1000, 'a');
   for (int i = 0; i < 1000; ++i) h.update(chunk);
@@ -43,6 +85,7 @@ TEST_CASE("sha256 of one million 'a' fed in pieces matches the FIPS vector") {
 }
 
 TEST_CASE("sha256 is right for messages around the 55, 56 and 64 byte padding boundaries") {
+  ON_EVERY_PATH();
   // Expected values computed with Python's hashlib and checked with sha256sum.
   const std::vector<std::pair<std::size_t, const char*>> vectors = {
       {55, "e7313d333c272e639f790978283f9eb392e843d0f29b7016828bb1daa4aac70b"},
@@ -82,4 +125,45 @@ TEST_CASE("sha256 returns the raw digest bytes behind the hex form") {
   CHECK(d[1] == 0x78);
   CHECK(d[31] == 0xad);
   CHECK(csd::sha256_hex("abc").size() == 64);
+}
+
+TEST_CASE("every accelerated path gives the portable digest of random messages, however fed") {
+  const csd::Sha256Path path = GENERATE(csd::Sha256Path::x86_sha, csd::Sha256Path::arm_sha);
+  INFO("compression path: " << name_of(path));
+  if (!csd::sha256_blocks_of(path)) return;  // not on this machine
+  std::mt19937_64 random(20261203);
+  for (int i = 0; i < 2000; ++i) {
+    // Mostly short keys, some of several blocks, a few of 64 KiB and more.
+    const std::size_t size =
+        i % 100 == 0 ? 65536 + random() % 4096 : random() % (i % 2 ? 200 : 1500);
+    std::string message(size, '\0');
+    for (char& c : message) c = static_cast<char>(random());
+    std::string expected;
+    {
+      OnPath portable(csd::Sha256Path::portable);
+      expected = csd::sha256_hex(message);
+    }
+    OnPath accelerated(path);
+    REQUIRE(accelerated.available());
+    CAPTURE(size);
+    REQUIRE(csd::sha256_hex(message) == expected);
+    csd::Sha256 pieces;  // split at random places: the buffered and the direct blocks mix
+    for (std::size_t at = 0; at < size;) {
+      const std::size_t n = std::min<std::size_t>(size - at, random() % 200);
+      pieces.update(std::string_view(message).substr(at, n));
+      at += n;
+    }
+    REQUIRE(hex_of(pieces) == expected);
+  }
+}
+
+TEST_CASE("the fastest path this processor has is the one chosen") {
+  const csd::Sha256Blocks chosen = csd::sha256_blocks().load();
+  if (const csd::Sha256Blocks x86 = csd::sha256_blocks_of(csd::Sha256Path::x86_sha)) {
+    CHECK(chosen == x86);
+  } else if (const csd::Sha256Blocks arm = csd::sha256_blocks_of(csd::Sha256Path::arm_sha)) {
+    CHECK(chosen == arm);
+  } else {
+    CHECK(chosen == csd::sha256_blocks_of(csd::Sha256Path::portable));
+  }
 }
