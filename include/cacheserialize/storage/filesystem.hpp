@@ -132,13 +132,6 @@ struct FileSystemOptions {
   bool durable = true;
 };
 
-/// What `FileSystemStorage::prune` removed.
-struct PruneResult {
-  std::size_t outputs_removed = 0;       ///< outputs older than the age
-  std::size_t reservations_removed = 0;  ///< keys whose lock file and record were removed
-  std::size_t temporaries_removed = 0;   ///< temporary files of writers that died
-};
-
 namespace detail {
 
 /// The in-process half of a key lock: threads of one process queue on one of these before they
