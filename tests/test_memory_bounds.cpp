@@ -463,3 +463,46 @@ TEST_CASE("20,000 outputs of 1 KiB keep a 2 MiB store within its bytes") {
   STATIC_REQUIRE(noexcept(storage.size()));
   STATIC_REQUIRE(noexcept(storage.bytes()));
 }
+
+TEST_CASE("a bounded store shared by threads keeps its bound and its counts consistent") {
+  cs::InMemoryOptions o;
+  o.max_entries = 64;  // two shards: evictions cross shards
+  cs::InMemoryStorage storage(o);
+  REQUIRE(storage.shard_count() == 2);
+  constexpr int kKeys = 500;
+  std::atomic<int> wrong{0};
+  test::Threads threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.spawn([&, t] {
+      const cs::TimePoint now = cs::ManualClock::default_start();
+      for (int i = 0; i < 4000; ++i) {
+        const int k = (i * 7919 + t * 131) % kKeys;
+        const cs::Key key = key_of(k);
+        const bool seen = storage.visit_output(key, [&](const cs::StoredOutput& out) {
+          if (*static_cast<const int*>(out.object.get()) != k) ++wrong;
+        });
+        if (seen) continue;
+        if (i % 3 == 0) {
+          const std::string owner = "t" + std::to_string(t);
+          const cs::AcquireResult r = storage.acquire(key, {owner, now, 30s, false});
+          if (r.status == cs::AcquireStatus::acquired) {
+            storage.store_and_release(key, r.reservation, object(k), now);
+          }
+        } else {
+          storage.put(key, object(k));
+        }
+      }
+    });
+  }
+  threads.join();
+  CHECK(wrong == 0);
+  CHECK(storage.size() <= 64);
+  int found = 0;
+  for (int k = 0; k < kKeys; ++k) found += storage.get(key_of(k)) ? 1 : 0;
+  CHECK(static_cast<std::size_t>(found) == storage.size());
+  const cs::InMemoryStats stats = storage.stats();
+  CHECK(stats.evictions > 0);
+  for (int k = 0; k < kKeys; ++k) storage.erase(key_of(k));
+  CHECK(storage.size() == 0);
+  CHECK(storage.bytes() == 0);
+}

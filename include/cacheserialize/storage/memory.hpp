@@ -69,7 +69,8 @@ struct InMemoryOptions {
   std::optional<Duration> expire_after_write;
   /// The store's clock, for write times (`expire_after_write`, `prune`). Empty: the system clock.
   /// To drive a store from a `ManualClock` (or to share the manager's clock), pass
-  /// `[clock] { return clock.now(); }`.
+  /// `[clock] { return clock.now(); }`. Called on writes, and on hits when outputs expire, under
+  /// a shard's lock: it must be quick and must not call the store.
   std::function<TimePoint()> clock;
   /// Called for every output evicted or expired by the store itself (not for `erase` or
   /// `prune`), on the thread that caused it, outside the store's locks. Exceptions are swallowed.
@@ -365,20 +366,22 @@ class InMemoryStorage {
 
   struct Entry {
     Entry(std::size_t h, const std::string& k) : hash(h), encoded(k) {}
-    std::size_t hash;     // of `encoded`
+    // What a hit reads comes first, so that it spans as few cache lines as it did before the
+    // bounds: the hash, the write time and frequency (bounded stores), the key, the output.
+    std::size_t hash;  // of `encoded`
+    // Bookkeeping of the output, guarded by the shard's lock (freq: also raised under the read
+    // lock, hence atomic).
+    TimePoint written{};                        // when the output was written, by the store's clock
+    mutable std::atomic<std::uint8_t> freq{0};  // hits while queued, saturating at 3
+    InQueue queue = InQueue::none;
     std::string encoded;  // the key
     std::optional<StoredOutput> output;
     std::optional<Reservation> reservation;
     std::vector<Notifiable*> watchers;  // subscribed waiters; each unsubscribes before it is gone
     std::unique_ptr<Entry> next;        // in the same bucket
-    // Bookkeeping of the output, guarded by the shard's lock (freq: also raised under the read
-    // lock, hence atomic).
-    Entry* older = nullptr;  // the eviction queue's links (bounded stores only)
+    Entry* older = nullptr;             // the eviction queue's links (bounded stores only)
     Entry* newer = nullptr;
-    std::size_t charge = 0;                     // bytes charged for the output
-    TimePoint written{};                        // when the output was written, by the store's clock
-    mutable std::atomic<std::uint8_t> freq{0};  // hits while queued, saturating at 3
-    InQueue queue = InQueue::none;
+    std::size_t charge = 0;  // bytes charged for the output
     bool empty() const noexcept { return !output && !reservation && watchers.empty(); }
     // A key in use: its output is never evicted (a reader of it holds the shard's read lock).
     bool pinned() const noexcept { return reservation.has_value() || !watchers.empty(); }
