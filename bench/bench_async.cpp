@@ -44,15 +44,6 @@ cs::StoredOutput output_of(Value v) {
 // ---- the process, from /proc
 // ---------------------------------------------------------------------
 
-/// @return the resident set size of this process in MiB (/proc/self/statm), or 0 if unknown.
-double rss_mib() {
-  std::ifstream statm("/proc/self/statm");
-  std::uint64_t size = 0;
-  std::uint64_t resident = 0;
-  if (!(statm >> size >> resident)) return 0;
-  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
-}
-
 /// Waits until no thread of this process but the caller is running or runnable (state R in
 /// /proc/self/task/<tid>/stat): the waiters are asleep, and the first looks are made.
 /// @throws std::runtime_error after 20 s.
@@ -241,7 +232,7 @@ const char* name_of(Way w) {
 template <Way W>
 void wait_once(benchmark::State& state, std::size_t n, std::size_t threads_before) {
   static std::atomic<std::int64_t> next_run{0};
-  const double rss_before = rss_mib();
+  const double rss_before = bench::rss_mib();
   const std::string run = std::to_string(next_run++);
   cs::InMemoryStorage storage;
   const Manager manager(storage);
@@ -300,7 +291,7 @@ void wait_once(benchmark::State& state, std::size_t n, std::size_t threads_befor
     settle();
     const double threads_added =
         static_cast<double>(bench::thread_count()) - static_cast<double>(threads_before);
-    const double rss_added = rss_mib() - rss_before;
+    const double rss_added = bench::rss_mib() - rss_before;
 
     std::vector<Steady::time_point> stored(kKeys);
     for (std::size_t k = 0; k < kKeys; ++k) {

@@ -112,6 +112,14 @@ std::size_t thread_count() {
   return 0;
 }
 
+double rss_mib() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t size = 0;
+  std::uint64_t resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
 long current_tid() {
 #if defined(__linux__)
   return static_cast<long>(::syscall(SYS_gettid));

@@ -97,6 +97,9 @@ long threads_created();
 /// @return the number of threads of this process now (Linux /proc), or 0 if unknown.
 std::size_t thread_count();
 
+/// @return the resident set size of this process in MiB (/proc/self/statm), or 0 if unknown.
+double rss_mib();
+
 /// @return the calling thread's kernel id (Linux), for `thread_state`.
 long current_tid();
 

@@ -96,6 +96,7 @@
 #include "cache_key.hpp"
 #include "signal.hpp"
 #include "time.hpp"
+#include "weight.hpp"
 
 namespace cacheserialize {
 
@@ -116,6 +117,9 @@ struct StoredOutput {
   std::shared_ptr<const void> object;    ///< object storages: the value
   const std::type_info* type = nullptr;  ///< object storages: the value's type, checked on reads
   std::string bytes;                     ///< byte storages: the encoded value
+  /// object storages: the value's weight (weight.hpp), recorded by `from_object` where the type
+  /// is known; null for an output made by hand (it then weighs its pointer).
+  std::size_t (*weigh)(const void* object) = nullptr;
 
   /// @param value the output, shared and not copied: it must not change once stored. It is
   ///        stored as a `T` (typeid ignores const), so a wrapper returning `T` reads it.
@@ -123,6 +127,7 @@ struct StoredOutput {
   static StoredOutput from_object(std::shared_ptr<const T> value) {
     StoredOutput out;
     out.type = &typeid(T);
+    out.weigh = &detail::weigh_object<T>;
     out.object = std::move(value);
     return out;
   }
