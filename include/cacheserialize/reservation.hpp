@@ -845,22 +845,8 @@ class ReservationManager {
       AcquireResult r =
           core.storage.acquire(key, AcquireRequest{owner, now, terms.ttl, options.overwrite});
       const bool waited = waiting.has_value();
-      switch (r.status) {
-        case AcquireStatus::hit:
-          if (waited) emit_woke(key, owner, "output", options.tag);
-          note_hit(key, options.tag);
-          return claim_type(std::move(r.output), waited);
-        case AcquireStatus::acquired:
-          if (std::optional<hold_type> hold =
-                  make_hold(key, r, terms, options, now, EventKind::acquired, waited)) {
-            return claim_type(std::move(*hold), waited);
-          }
-          throw std::logic_error(
-              "cacheserialize::ReservationManager::claim: this manager already holds the key "
-              "for owner '" +
-              owner + "' through another Hold (" + key.describe() + ")");
-        case AcquireStatus::held:
-          break;
+      if (std::optional<claim_type> c = conclude(key, r, terms, options, owner, now, waited)) {
+        return std::move(*c);
       }
       // Another owner holds the key. Subscribe before sleeping, then look again, so that a
       // release between the look and the subscription is not missed.
@@ -886,10 +872,8 @@ class ReservationManager {
                               key.describe());
       }
       if (now >= give_up) {
-        throw timeout_error("gave up waiting after " + format_duration(*options.wait_timeout) +
-                                ": still held by " + r.reservation.owner + " until " +
-                                format_time(r.reservation.expires_at),
-                            key.describe(), r.reservation.owner, r.reservation.expires_at);
+        throw timeout_error(timed_out(*options.wait_timeout, r.reservation), key.describe(),
+                            r.reservation.owner, r.reservation.expires_at);
       }
       core.clock.wait_until(
           signal,
