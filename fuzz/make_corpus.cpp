@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 
 #include <cacheserialize/cache_key.hpp>
-#include <cacheserialize/detail/fs_format.hpp>
+#include <cacheserialize/detail/filesystem/format.hpp>
 #include <cstdio>
 #include <fstream>
 #include <string>

@@ -2,7 +2,7 @@
 // damaged form of a file must be rejected with a reason, never accepted and never crash.
 
 #include <cacheserialize/detail/crc32c.hpp>
-#include <cacheserialize/detail/fs_format.hpp>
+#include <cacheserialize/detail/filesystem/format.hpp>
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <string>

@@ -7,7 +7,7 @@
 ///
 /// ## Layout of the root directory
 ///
-///     outputs/<2 hex>/<digest>                     an output (detail/fs_format.hpp)
+///     outputs/<2 hex>/<digest>                     an output (detail/filesystem/format.hpp)
 ///     outputs/<2 hex>/<digest>.<pid>.<n>.<rnd>.tmp an output being written
 ///     reservations/<2 hex>/<digest>.lock           the key's lock file (empty; flock target)
 ///     reservations/<2 hex>/<digest>.res            the key's reservation record
@@ -101,9 +101,9 @@
 
 #include "../cache_key.hpp"
 #include "../clock.hpp"
-#include "../detail/fs_format.hpp"
+#include "../detail/filesystem/format.hpp"
+#include "../detail/filesystem/posix_file.hpp"
 #include "../detail/get_or_extend.hpp"
-#include "../detail/posix_file.hpp"
 #include "../errors.hpp"
 #include "../events.hpp"
 #include "../storage.hpp"

@@ -23,8 +23,8 @@
 #include <utility>
 #include <vector>
 
-#include "../storage/redis_options.hpp"
-#include "counters.hpp"
+#include "../../storage/redis_options.hpp"
+#include "../counters.hpp"
 
 namespace cacheserialize {
 namespace detail {

@@ -26,7 +26,7 @@
 #include <thread>
 #include <utility>
 
-#include "owner_id.hpp"
+#include "../owner_id.hpp"
 
 namespace cacheserialize {
 namespace detail {

@@ -30,9 +30,9 @@
 #include <utility>
 #include <vector>
 
-#include "../signal.hpp"
-#include "../storage.hpp"
-#include "redis_connection.hpp"
+#include "../../signal.hpp"
+#include "../../storage.hpp"
+#include "connection.hpp"
 
 namespace cacheserialize {
 namespace detail {

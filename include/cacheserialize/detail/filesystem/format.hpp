@@ -39,9 +39,9 @@
 #include <string>
 #include <string_view>
 
-#include "../storage.hpp"
-#include "../time.hpp"
-#include "crc32c.hpp"
+#include "../../storage.hpp"
+#include "../../time.hpp"
+#include "../crc32c.hpp"
 
 namespace cacheserialize {
 namespace detail {
