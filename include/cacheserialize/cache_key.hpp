@@ -57,12 +57,15 @@ class Key {
   // sharing them (detail::KeyAccess): that spares every call two atomic reference-count updates
   // on one cache line that all threads calling the task would share. Copies and moves of such a
   // key share ownership like any other key's, so they may outlive the call.
+  /// Copies share the task name and version with `other`.
   Key(const Key& other) : meta_(other.shared_meta()), encoded_(other.encoded_) {}
+  /// Takes `other`'s bytes; `other` is left valid but unspecified.
   Key(Key&& other) noexcept
       : meta_(other.lender_ ? *other.lender_ : std::move(other.meta_)),
         encoded_(std::move(other.encoded_)) {
     other.lender_ = nullptr;
   }
+  /// Copies `other`, sharing its task name and version.
   Key& operator=(const Key& other) {
     if (this != &other) {
       meta_ = other.shared_meta();
@@ -71,6 +74,7 @@ class Key {
     }
     return *this;
   }
+  /// Takes `other`'s bytes; `other` is left valid but unspecified.
   Key& operator=(Key&& other) noexcept {
     if (this != &other) {
       meta_ = other.lender_ ? *other.lender_ : std::move(other.meta_);
@@ -82,10 +86,12 @@ class Key {
   }
   ~Key() = default;
 
+  /// @return the task's name, for messages (the encoded bytes carry it too).
   const std::string& task() const noexcept {
     const Meta* m = meta();
     return m ? m->task : empty();
   }
+  /// @return the task's cache version, for messages (the encoded bytes carry it too).
   const std::string& cache_version() const noexcept {
     const Meta* m = meta();
     return m ? m->cache_version : empty();
@@ -105,7 +111,9 @@ class Key {
     return "task '" + task() + "' version '" + cache_version() + "' key " + digest().substr(0, 12);
   }
 
+  /// @return whether the keys' canonical bytes are equal: task, version and inputs alike.
   friend bool operator==(const Key& a, const Key& b) noexcept { return a.encoded_ == b.encoded_; }
+  /// @return `!(a == b)`.
   friend bool operator!=(const Key& a, const Key& b) noexcept { return !(a == b); }
 
  private:
@@ -174,9 +182,13 @@ class KeySchema {
                 "KeySchema<int(int, std::string)>");
 };
 
+/// The schema of a task whose inputs are `Inputs...` and whose result is `R`.
+/// @tparam R the task's result type (it shows in the derived interface only).
+/// @tparam Inputs the task's input types, in order.
 template <class R, class... Inputs>
 class KeySchema<R(Inputs...)> {
  public:
+  /// The number of inputs, ignored ones included.
   static constexpr std::size_t input_count = sizeof...(Inputs);
 
   /// @param sig the task's name and interface; an empty interface is derived from the types:
@@ -220,6 +232,7 @@ class KeySchema<R(Inputs...)> {
 
   /// @return the signature, with the interface derived if it was empty.
   const TaskSignature& signature() const noexcept { return sig_; }
+  /// @return the cache version every key of this schema carries.
   const std::string& cache_version() const noexcept {
     return meta_ ? meta_->cache_version : Key::empty();
   }
@@ -334,6 +347,7 @@ class CacheKey : public Key {
       : Key(KeySchema<void(std::decay_t<const Inputs>...)>(sig, cache_version).make(inputs...)) {}
 };
 
+/// Deduces `CacheKey`'s input types from the constructor's arguments.
 template <class... Inputs>
 CacheKey(const TaskSignature&, const std::string&, const Inputs&...) -> CacheKey<Inputs...>;
 
@@ -341,8 +355,10 @@ CacheKey(const TaskSignature&, const std::string&, const Inputs&...) -> CacheKey
 
 /// Hashes a key's canonical bytes, so keys can go into unordered containers.
 namespace std {
+/// Hashes `Key`s by their canonical bytes (`Key::encoded()`).
 template <>
 struct hash<cacheserialize::Key> {
+  /// @return the hash of `key.encoded()`.
   std::size_t operator()(const cacheserialize::Key& key) const noexcept {
     return std::hash<std::string_view>{}(key.encoded());
   }

@@ -49,8 +49,10 @@ class CancellationToken {
   class Registration {
    public:
     Registration() = default;
+    /// Takes over `other`'s registration; `other` is left empty.
     Registration(Registration&& other) noexcept
         : state_(std::move(other.state_)), signal_(other.signal_) {}
+    /// Ends this registration, then takes over `other`'s; `other` is left empty.
     Registration& operator=(Registration&& other) noexcept {
       if (this != &other) {
         reset();
@@ -101,6 +103,7 @@ class CancellationSource {
   CancellationSource() : state_(std::make_shared<detail::CancellationState>()) {}
   /// Copies share one flag. Moving copies too, so that a source is never left empty.
   CancellationSource(const CancellationSource&) = default;
+  /// Makes this a copy of another source: it shares that flag from now on.
   CancellationSource& operator=(const CancellationSource&) = default;
 
   /// Cancels every token of this source and wakes their waiting callers. Idempotent.

@@ -125,6 +125,7 @@ class ManualClock {
  public:
   /// Copies share one time line. Moving copies too, so that a handle is never left empty.
   ManualClock(const ManualClock&) = default;
+  /// Makes this a handle to another clock's time line.
   ManualClock& operator=(const ManualClock&) = default;
 
   /// The default start, 2026-01-01T00:00:00Z: far from the epoch, so that time arithmetic in
@@ -221,6 +222,7 @@ class ManualClock {
   /// Blocks until at least `n` threads are asleep as `sleepers()` counts them.
   /// @param real_timeout a bound in real time, so a broken test fails instead of hanging.
   /// @return false if the bound was reached first.
+  /// @param n how many sleepers to wait for.
   bool wait_for_sleepers(std::size_t n,
                          std::chrono::milliseconds real_timeout = std::chrono::seconds(30)) const {
     std::unique_lock<std::mutex> lock(state_->mu);

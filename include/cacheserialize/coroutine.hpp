@@ -60,14 +60,21 @@ class Rendezvous {
 template <class Clock, class Storage>
 class ClaimAwaiter {
  public:
+  /// The manager claimed through.
   using manager_type = ReservationManager<Clock, Storage>;
+  /// What `co_await` gives.
   using claim_type = typename manager_type::claim_type;
 
+  /// Made by `claim_co`; the claim starts when the coroutine awaits.
+  /// @param manager the manager to claim through (a handle, kept while the claim waits).
+  /// @param key the key to claim.
+  /// @param options as for `ReservationManager::claim`.
   ClaimAwaiter(manager_type manager, Key key, ClaimOptions options)
       : manager_(std::move(manager)), key_(std::move(key)), options_(std::move(options)) {}
   ClaimAwaiter(const ClaimAwaiter&) = delete;
   ClaimAwaiter& operator=(const ClaimAwaiter&) = delete;
 
+  /// @return false: the claim always starts in `await_suspend`.
   bool await_ready() const noexcept { return false; }
 
   /// @throws std::invalid_argument for invalid options (rethrown in the coroutine).
@@ -81,6 +88,7 @@ class ClaimAwaiter {
     return rendezvous_.suspend();
   }
 
+  /// @return the claim. @throws what `ReservationManager::claim` throws.
   claim_type await_resume() {
     if (error_) std::rethrow_exception(error_);
     return std::move(*claim_);
@@ -100,8 +108,14 @@ class ClaimAwaiter {
 template <class Function, class Executor>
 class CallAwaiter {
  public:
+  /// What `co_await` gives: the wrapped function's result.
   using result_type = typename Function::result_type;
 
+  /// Made by `async_co`; the call starts when the coroutine awaits.
+  /// @param fn the wrapper to call (copied: it is a handle).
+  /// @param options this call's options.
+  /// @param executor where the function runs on a miss, as for `SerializedFunction::async`.
+  /// @param args the call's arguments, decay-copied into the awaiter.
   template <class... A>
   CallAwaiter(const Function& fn, CallOptions options, Executor executor, A&&... args)
       : start_([fn, options = std::move(options), executor = std::move(executor),
@@ -111,8 +125,10 @@ class CallAwaiter {
   CallAwaiter(const CallAwaiter&) = delete;
   CallAwaiter& operator=(const CallAwaiter&) = delete;
 
+  /// @return false: the call always starts in `await_suspend`.
   bool await_ready() const noexcept { return false; }
 
+  /// Starts the call. @return whether to stay suspended (false when it completed at once).
   bool await_suspend(std::coroutine_handle<> h) {
     start_([this, h](std::exception_ptr error, std::optional<result_type> value) {
       error_ = std::move(error);
@@ -122,6 +138,7 @@ class CallAwaiter {
     return rendezvous_.suspend();
   }
 
+  /// @return the function's value. @throws what `fn(args...)` throws.
   result_type await_resume() {
     if (error_) std::rethrow_exception(error_);
     return std::move(*value_);

@@ -35,6 +35,8 @@ class error : public std::exception {
   const std::string& key() const noexcept { return *key_; }
 
  protected:
+  /// @param message what happened, without the "cacheserialize: " prefix (added here).
+  /// @param key the key concerned, as `Key::describe()` writes it, or empty.
   error(const std::string& message, std::string key)
       : message_(compose(message, key)),
         key_(std::make_shared<const std::string>(std::move(key))) {}
@@ -55,6 +57,7 @@ class error : public std::exception {
 /// (an OS error, a server message) but never credentials.
 class storage_error : public error {
  public:
+  /// @param message what failed and the storage's reason. @param key as for `error`.
   explicit storage_error(const std::string& message, std::string key = {})
       : error(message, std::move(key)) {}
 };
@@ -63,6 +66,7 @@ class storage_error : public error {
 /// (truncated, corrupt, hostile, or of another type).
 class codec_error : public error {
  public:
+  /// @param message what could not be encoded or decoded. @param key as for `error`.
   explicit codec_error(const std::string& message, std::string key = {})
       : error(message, std::move(key)) {}
 };
@@ -71,6 +75,9 @@ class codec_error : public error {
 /// reservation and until when, so an engine can report what the task was waiting for.
 class timeout_error : public error {
  public:
+  /// @param message how long the caller waited. @param key as for `error`.
+  /// @param holder the owner id of the reservation waited on.
+  /// @param holder_expires_at when that reservation was due to expire, as last seen.
   timeout_error(const std::string& message, std::string key, std::string holder,
                 TimePoint holder_expires_at)
       : error(message, std::move(key)),
@@ -91,6 +98,7 @@ class timeout_error : public error {
 /// needs cleaning up.
 class cancelled_error : public error {
  public:
+  /// @param message what was cancelled. @param key as for `error`.
   explicit cancelled_error(const std::string& message, std::string key = {})
       : error(message, std::move(key)) {}
 };

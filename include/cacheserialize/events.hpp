@@ -14,6 +14,7 @@
 
 namespace cacheserialize {
 
+/// What happened in one call; see `Event` for the fields each kind fills.
 enum class EventKind {
   hit,               ///< a stored output was returned
   acquired,          ///< the call took the reservation and will run the function
@@ -78,6 +79,7 @@ inline const char* to_string(EventKind k) noexcept {
 
 /// One event. The views and the key are valid only during the listener call: copy what you keep.
 struct Event {
+  /// What happened.
   EventKind kind = EventKind::hit;
   const Key* key = nullptr;  ///< the key concerned; never null
   std::string_view owner;    ///< this call's owner id; empty for hits

@@ -75,9 +75,13 @@ struct CallOptions {
 struct ClaimOptions {
   std::optional<Duration> heartbeat_interval{};  ///< unset: the manager's
   std::optional<double> grace_multiplier{};      ///< unset: the manager's
+  /// The time between a waiter's re-checks of a storage that cannot notify (jittered +-20%).
   Duration poll_interval = std::chrono::seconds(1);
+  /// How long to wait for another holder before `timeout_error`; unset: as long as it lives.
   std::optional<Duration> wait_timeout{};
+  /// Take the reservation and replace the stored output even if there is one (overwrite_cache).
   bool overwrite = false;
+  /// Cancels the claim while it waits (`cancelled_error`).
   CancellationToken cancel{};
   /// The owner id to claim as; unset: a new one per call (`new_owner_id()`). An engine derives
   /// it from what identifies one attempt of one task (Flyte's propeller: execution + node +

@@ -104,7 +104,9 @@ enum class ReleaseReason {
 template <class Clock, class Storage>
 class Hold {
  public:
+  /// Takes over `other`'s hold; `other` is left moved-from.
   Hold(Hold&&) noexcept = default;
+  /// Abandons this hold (as the destructor does), then takes over `other`'s.
   Hold& operator=(Hold&& other) noexcept {
     if (this != &other) {
       abandon();
@@ -369,9 +371,13 @@ enum class ClaimStatus {
 template <class Clock, class Storage>
 class TryClaimResult {
  public:
+  /// @return which outcome this is.
   ClaimStatus status() const noexcept { return status_; }
+  /// @return whether an output was found: `output()`.
   bool is_hit() const noexcept { return status_ == ClaimStatus::hit; }
+  /// @return whether the reservation is the caller's: `hold()`.
   bool is_acquired() const noexcept { return status_ == ClaimStatus::acquired; }
+  /// @return whether another owner holds the key: `holder()`, `remaining()`.
   bool is_held() const noexcept { return status_ == ClaimStatus::held; }
 
   /// @return the stored output. @throws std::logic_error unless `is_hit()`.
@@ -447,14 +453,20 @@ class ReservationManager {
   static_assert(check_storage<Storage>(), "");
 
  public:
+  /// The clock type.
   using clock_type = Clock;
+  /// The storage type.
   using storage_type = Storage;
+  /// A held reservation: heartbeated until its output is stored or it is released.
   using hold_type = Hold<Clock, Storage>;
+  /// What `claim` returns.
   using claim_type = Claim<Clock, Storage>;
+  /// What `try_claim` and `adopt` return.
   using try_claim_type = TryClaimResult<Clock, Storage>;
 
   /// Copies share one state. Moving copies too, so that a handle is never left empty.
   ReservationManager(const ReservationManager&) = default;
+  /// Makes this a handle to another manager's state.
   ReservationManager& operator=(const ReservationManager&) = default;
 
   /// @param storage the store (a handle: the manager keeps a copy, so the store outlives it).
@@ -468,8 +480,12 @@ class ReservationManager {
 
   /// @name Accessors
   /// @{
+
+  /// @return the storage (shared by every copy of this manager).
   Storage& storage() const noexcept { return core_->storage; }
+  /// @return the clock.
   const Clock& clock() const noexcept { return core_->clock; }
+  /// @return the options the manager was made with.
   const ManagerOptions& options() const noexcept { return core_->options; }
   /// @return a snapshot of the counters.
   Stats stats() const {
@@ -546,6 +562,8 @@ class ReservationManager {
   ///        (`claim_callback`); move-only callables are accepted.
   /// @throws std::invalid_argument for invalid options (nothing is started, the callback is not
   ///         called). Every other failure goes to the callback.
+  /// @param key the key to claim.
+  /// @param options as for `claim`.
   template <class Callback>
   void claim_async(const Key& key, const ClaimOptions& options, Callback callback) const {
     static_assert(
@@ -662,6 +680,7 @@ class ReservationManager {
   ///         `options.owner`, or invalid options.
   /// @throws cancelled_error if `options.cancel` is cancelled (nothing is done).
   /// @throws storage_error (or the storage's own exceptions) when the storage fails.
+  /// @param key the key the reservation is on.
   try_claim_type adopt(const Key& key, const Reservation& reservation,
                        const ClaimOptions& options = {}) const {
     const char* const who = "cacheserialize::ReservationManager::adopt";

@@ -58,14 +58,21 @@ class CallAwaiter;
 template <class Fn, class Clock, class Storage, class R, class... Args>
 class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
  public:
+  /// The wrapped function's result type.
   using result_type = R;
+  /// The manager the wrapper claims through.
   using manager_type = ReservationManager<Clock, Storage>;
+  /// The key schema built from the task's options.
   using schema_type = KeySchema<R(std::decay_t<Args>...)>;
 
   /// Copies share one state. Moving copies too, so that a wrapper is never left empty.
   SerializedFunction(const SerializedFunction&) = default;
+  /// Makes this a handle to another wrapper's state.
   SerializedFunction& operator=(const SerializedFunction&) = default;
 
+  /// Use `serialize_cached`, which checks the function's types and the options.
+  /// @param fn the function to wrap. @param options the task's options.
+  /// @param manager the manager to claim through.
   SerializedFunction(Fn fn, TaskOptions options, manager_type manager)
       : state_(
             std::make_shared<const State>(std::move(fn), std::move(options), std::move(manager))) {}
@@ -464,6 +471,7 @@ auto make_serialized(Fn fn, TaskOptions options, ReservationManager<Clock, Stora
 /// @param manager shares its heartbeat thread, storage, clock and counters with other tasks.
 /// @throws std::invalid_argument for invalid options (empty name or cache_version, bad
 ///         intervals, unknown ignored inputs...).
+/// @param fn the function to wrap; its result is cached per key.
 template <class Fn, class Clock, class Storage>
 auto serialize_cached(Fn fn, TaskOptions options, ReservationManager<Clock, Storage> manager) {
   static_assert(detail::has_call_signature<Fn>::value,

@@ -317,14 +317,17 @@ class Writer {
   // Primitives for user serializers. Each writes its own tag, so each value is self-delimiting
   // and the reader can tell a wrong field from a right one.
 
+  /// Writes a bool ('b').
   void write_bool(bool value) {
     put_tag(detail::Tag::boolean);
     out_->push_back(value ? '\1' : '\0');
   }
+  /// Writes a signed integer ('i').
   void write_int(std::int64_t value) {
     put_tag(detail::Tag::integer);
     put_u64(static_cast<std::uint64_t>(value));
   }
+  /// Writes an unsigned integer ('u').
   void write_uint(std::uint64_t value) {
     put_tag(detail::Tag::unsigned_integer);
     put_u64(value);
@@ -346,15 +349,20 @@ class Writer {
     put_tag(detail::Tag::floating);
     put_u64(bits);
   }
+  /// Writes text ('s').
   void write_string(std::string_view text) { put_blob(detail::Tag::string, text); }
+  /// Writes raw bytes ('x'), a different kind from text.
   void write_bytes(std::string_view bytes) { put_blob(detail::Tag::bytes, bytes); }
 
   /// Framing for a user's own containers: write the header, then exactly `count` values (pairs
   /// of values for a map). Prefer `write_list`/`write_set`/`write_map`, which count for you and
   /// canonicalise in key mode.
   void begin_list(std::size_t count) { put_header(detail::Tag::list, count); }
+  /// Starts a map of `count` key, value pairs ('m').
   void begin_map(std::size_t count) { put_header(detail::Tag::map, count); }
+  /// Starts a set of `count` values ('e').
   void begin_set(std::size_t count) { put_header(detail::Tag::set, count); }
+  /// Starts a tuple of `count` values ('t').
   void begin_tuple(std::size_t count) { put_header(detail::Tag::tuple, count); }
   /// Write the value right after when `has_value` is true.
   void begin_optional(bool has_value) {
@@ -456,11 +464,14 @@ class Reader {
   // Counterparts of the Writer's primitives. Each checks the tag and the bytes left, and throws
   // codec_error on a mismatch or truncation.
 
+  /// @return a bool ('b').
   bool read_bool() { return read_flag(detail::Tag::boolean); }
+  /// @return a signed integer ('i').
   std::int64_t read_int() {
     expect_tag(detail::Tag::integer);
     return static_cast<std::int64_t>(take_u64("an int"));
   }
+  /// @return an unsigned integer ('u').
   std::uint64_t read_uint() {
     expect_tag(detail::Tag::unsigned_integer);
     return take_u64("a uint");
@@ -473,7 +484,9 @@ class Reader {
     std::memcpy(&value, &bits, sizeof value);
     return value;
   }
+  /// @return text ('s').
   std::string read_string() { return std::string(take_blob(detail::Tag::string)); }
+  /// @return raw bytes ('x').
   std::string read_bytes() { return std::string(take_blob(detail::Tag::bytes)); }
   /// Like `read_bytes` without the copy.
   /// @return a view into the input, valid as long as the input is.
@@ -482,8 +495,11 @@ class Reader {
   /// Counterparts of `Writer::begin_*`. Each count is checked against the bytes left (every
   /// value takes at least one byte), so a corrupt count fails here rather than in an allocation.
   std::size_t read_list_count() { return take_count(detail::Tag::list, 1); }
+  /// @return the number of key, value pairs of a map ('m').
   std::size_t read_map_count() { return take_count(detail::Tag::map, 2); }
+  /// @return the number of values of a set ('e').
   std::size_t read_set_count() { return take_count(detail::Tag::set, 1); }
+  /// @return the number of values of a tuple ('t').
   std::size_t read_tuple_count() { return take_count(detail::Tag::tuple, 1); }
   /// @return whether a value follows, the counterpart of `Writer::begin_optional`.
   bool read_optional_has_value() { return read_flag(detail::Tag::optional); }

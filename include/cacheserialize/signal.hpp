@@ -25,11 +25,14 @@ namespace cacheserialize {
 /// no call is still running.
 class Notifiable {
  public:
+  /// Called by the notifier when what it watches may have changed.
   virtual void notify() noexcept = 0;
 
  protected:
   Notifiable() = default;
+  /// Derived classes may be copyable: the interface itself has no state.
   Notifiable(const Notifiable&) = default;
+  /// As the copy constructor.
   Notifiable& operator=(const Notifiable&) = default;
   ~Notifiable() = default;
 };

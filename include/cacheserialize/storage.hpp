@@ -136,6 +136,7 @@ struct StoredOutput {
   static StoredOutput from_object(std::shared_ptr<T> value) {
     return from_object<T>(std::shared_ptr<const T>(std::move(value)));
   }
+  /// @return an output kept as its encoded bytes (the storages that keep bytes).
   static StoredOutput from_bytes(std::string bytes) {
     StoredOutput out;
     out.bytes = std::move(bytes);
@@ -151,13 +152,16 @@ struct AcquireRequest {
   bool overwrite = false;  ///< acquire even if an output is stored (overwrite_cache)
 };
 
+/// What `acquire` found.
 enum class AcquireStatus {
   hit,       ///< an output is stored; no reservation was taken
   acquired,  ///< the reservation is the caller's
   held,      ///< another owner holds a live reservation
 };
 
+/// What `acquire` returns; which fields are set depends on `status`.
 struct AcquireResult {
+  /// What `acquire` found.
   AcquireStatus status = AcquireStatus::held;
   /// hit: the stored output.
   StoredOutput output;
@@ -169,12 +173,15 @@ struct AcquireResult {
   std::optional<Reservation> previous;
 };
 
+/// What an extension found.
 enum class ExtendStatus {
   extended,  ///< the reservation is still the caller's, with the new expiry
   lost,      ///< the reservation is gone or belongs to another owner
 };
 
+/// What `extend` (and each item of `extend_many`) returns.
 struct ExtendResult {
+  /// What the extension found.
   ExtendStatus status = ExtendStatus::lost;
   /// extended: the caller's reservation; lost: the current holder's (owner empty if none).
   Reservation current;
@@ -183,23 +190,30 @@ struct ExtendResult {
 /// One item of `extend_many`: extend `*mine` on `*key` to now + `ttl`. Pointers, so that a batch
 /// is built without copying keys; they must stay valid during the call.
 struct Extension {
+  /// The key.
   const Key* key = nullptr;
+  /// The caller's reservation (owner and fencing token) to extend.
   const Reservation* mine = nullptr;
+  /// The reservation's new lifetime, from now.
   Duration ttl{};
 };
 
+/// What `release` found.
 enum class ReleaseStatus {
   released,       ///< the caller's reservation was released
   not_held,       ///< there was no reservation: nothing to do
   held_by_other,  ///< the reservation belongs to another owner (or token): left alone
 };
 
+/// What `store` did.
 enum class StoreStatus {
   stored,    ///< the output is stored and the reservation released
   rejected,  ///< the reservation is no longer the caller's: nothing was written (fencing)
 };
 
+/// What `store` returns.
 struct StoreResult {
+  /// What `store` did.
   StoreStatus status = StoreStatus::rejected;
   /// rejected: the current holder (owner empty if none).
   Reservation current;
@@ -230,8 +244,11 @@ inline const char* to_string(ReleaseStatus s) noexcept {
 class Subscription {
  public:
   Subscription() = default;
+  /// @param cancel called once, when the subscription ends (by `reset()` or destruction).
   explicit Subscription(std::function<void()> cancel) : cancel_(std::move(cancel)) {}
+  /// Takes over `other`'s registration; `other` is left empty.
   Subscription(Subscription&& other) noexcept : cancel_(std::exchange(other.cancel_, nullptr)) {}
+  /// Ends this registration, then takes over `other`'s; `other` is left empty.
   Subscription& operator=(Subscription&& other) noexcept {
     if (this != &other) {
       reset();

@@ -13,7 +13,9 @@
 
 namespace cacheserialize {
 
+/// A span of time, in nanoseconds.
 using Duration = std::chrono::nanoseconds;
+/// A wall-clock instant, in nanoseconds since the Unix epoch.
 using TimePoint = std::chrono::time_point<std::chrono::system_clock, Duration>;
 
 /// @return `t` as nanoseconds since the Unix epoch, the form storages persist.

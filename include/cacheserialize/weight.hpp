@@ -82,6 +82,7 @@ std::size_t heap_of_elements(const Container& c) {
 /// The default: `value.cache_weight()` if the type has it, else `sizeof(T)`.
 template <class T, class>
 struct weigher {
+  /// @return the bytes `value` takes.
   static std::size_t weigh(const T& value) {
     if constexpr (detail::has_cache_weight<T>::value) {
       return static_cast<std::size_t>(value.cache_weight());
@@ -92,8 +93,10 @@ struct weigher {
   }
 };
 
+/// Strings: the object, plus the heap buffer of one too long for the small-string optimisation.
 template <class C, class Traits, class A>
 struct weigher<std::basic_string<C, Traits, A>> {
+  /// @return the bytes `s` takes.
   static std::size_t weigh(const std::basic_string<C, Traits, A>& s) {
     // Short strings live inside the object; longer ones own capacity + 1 characters.
     const std::size_t heap = s.capacity() > 15 / sizeof(C) ? (s.capacity() + 1) * sizeof(C) : 0;
@@ -101,49 +104,63 @@ struct weigher<std::basic_string<C, Traits, A>> {
   }
 };
 
+/// Vectors: the object, the capacity's elements, and what the elements own.
 template <class T, class A>
 struct weigher<std::vector<T, A>> {
+  /// @return the bytes `v` takes.
   static std::size_t weigh(const std::vector<T, A>& v) {
     return sizeof(v) + v.capacity() * sizeof(T) + detail::heap_of_elements(v);
   }
 };
 
+/// `std::vector<bool>`: the object and one bit per element of capacity.
 template <class A>
 struct weigher<std::vector<bool, A>> {
+  /// @return the bytes `v` takes.
   static std::size_t weigh(const std::vector<bool, A>& v) { return sizeof(v) + v.capacity() / 8; }
 };
 
+/// Pairs: the object and what its two members own.
 template <class A, class B>
 struct weigher<std::pair<A, B>> {
+  /// @return the bytes `p` takes.
   static std::size_t weigh(const std::pair<A, B>& p) {
     return sizeof(p) + detail::heap_of(p.first) + detail::heap_of(p.second);
   }
 };
 
+/// Optionals: the object and what its value, if any, owns.
 template <class T>
 struct weigher<std::optional<T>> {
+  /// @return the bytes `o` takes.
   static std::size_t weigh(const std::optional<T>& o) {
     return sizeof(o) + (o ? detail::heap_of(*o) : 0);
   }
 };
 
+/// Maps: the object, one tree node (four pointers' overhead) per entry, and what entries own.
 template <class K, class V, class C, class A>
 struct weigher<std::map<K, V, C, A>> {
+  /// @return the bytes `m` takes.
   static std::size_t weigh(const std::map<K, V, C, A>& m) {
     using Node = typename std::map<K, V, C, A>::value_type;
     return sizeof(m) + m.size() * detail::node_size<Node>(4) + detail::heap_of_elements(m);
   }
 };
 
+/// Sets: the object, one tree node (four pointers' overhead) per element, and what they own.
 template <class K, class C, class A>
 struct weigher<std::set<K, C, A>> {
+  /// @return the bytes `s` takes.
   static std::size_t weigh(const std::set<K, C, A>& s) {
     return sizeof(s) + s.size() * detail::node_size<K>(4) + detail::heap_of_elements(s);
   }
 };
 
+/// Hash maps: the object, the bucket array, one node per entry, and what entries own.
 template <class K, class V, class H, class E, class A>
 struct weigher<std::unordered_map<K, V, H, E, A>> {
+  /// @return the bytes `m` takes.
   static std::size_t weigh(const std::unordered_map<K, V, H, E, A>& m) {
     using Node = typename std::unordered_map<K, V, H, E, A>::value_type;
     return sizeof(m) + m.bucket_count() * sizeof(void*) + m.size() * detail::node_size<Node>(2) +
@@ -151,8 +168,10 @@ struct weigher<std::unordered_map<K, V, H, E, A>> {
   }
 };
 
+/// Hash sets: the object, the bucket array, one node per element, and what they own.
 template <class K, class H, class E, class A>
 struct weigher<std::unordered_set<K, H, E, A>> {
+  /// @return the bytes `s` takes.
   static std::size_t weigh(const std::unordered_set<K, H, E, A>& s) {
     return sizeof(s) + s.bucket_count() * sizeof(void*) + s.size() * detail::node_size<K>(2) +
            detail::heap_of_elements(s);

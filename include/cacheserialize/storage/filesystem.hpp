@@ -242,12 +242,14 @@ class FileSystemStorage {
  public:
   /// Copies share one store. Moving copies too, so that a handle is never left empty.
   FileSystemStorage(const FileSystemStorage&) = default;
+  /// Makes this a handle to another store.
   FileSystemStorage& operator=(const FileSystemStorage&) = default;
 
   /// @return the same address for every copy of this handle, and another for every other store
   ///         handle alive: what `default_manager` shares one manager by.
   const void* identity() const noexcept { return state_.get(); }
 
+  /// Outputs are kept as encoded bytes (`serializer<T>`), readable by other processes.
   static constexpr bool stores_objects = false;
 
   /// @param root the shared directory, which must exist and be writable.
@@ -440,7 +442,10 @@ class FileSystemStorage {
 
   /// @name Accessors
   /// @{
+
+  /// @return the options the store was opened with.
   const FileSystemOptions& options() const noexcept { return state_->options; }
+  /// @return the shared directory.
   const std::string& root() const noexcept { return state_->options.root; }
   /// @return where `key`'s output file is (for tools and tests).
   std::string output_path(const Key& key) const { return paths(key).output; }

@@ -41,6 +41,7 @@ inline const char* to_string(RemovalCause c) noexcept {
 /// What `InMemoryOptions::on_evict` receives. The view is valid only during the call.
 struct Eviction {
   std::string_view key;  ///< the key's encoded bytes (`Key::encoded()`)
+  /// Why the entry was removed.
   RemovalCause cause = RemovalCause::size;
   std::size_t weight = 0;  ///< the bytes the entry was charged (see `InMemoryOptions::max_bytes`)
 };
@@ -115,12 +116,14 @@ class InMemoryStorage {
  public:
   /// Copies share one store. Moving copies too, so that a handle is never left empty.
   InMemoryStorage(const InMemoryStorage&) = default;
+  /// Makes this a handle to another store.
   InMemoryStorage& operator=(const InMemoryStorage&) = default;
 
   /// @return the same address for every copy of this handle, and another for every other store
   ///         handle alive: what `default_manager` shares one manager by.
   const void* identity() const noexcept { return state_.get(); }
 
+  /// Outputs are kept as C++ objects: a hit copies the object, nothing is encoded.
   static constexpr bool stores_objects = true;
 
   /// An unbounded store.
@@ -147,6 +150,7 @@ class InMemoryStorage {
   /// @param f must not call this storage (it runs under the shard's lock); may throw, and the
   ///          exception propagates once the lock is released.
   /// @return whether there was an output (and `f` was called).
+  /// @param key the key to look up.
   template <class F>
   bool visit_output(const Key& key, F&& f) const {
     const auto shard = lock_shard<ReadLock>(key);

@@ -224,13 +224,16 @@ class PostgresStorage {
  public:
   /// Copies share one store. Moving copies too, so that a handle is never left empty.
   PostgresStorage(const PostgresStorage&) = default;
+  /// Makes this a handle to another store.
   PostgresStorage& operator=(const PostgresStorage&) = default;
 
   /// @return the same address for every copy of this handle, and another for every other store
   ///         handle alive: what `default_manager` shares one manager by.
   const void* identity() const noexcept { return state_.get(); }
 
+  /// Outputs are kept as encoded bytes (`serializer<T>`), readable by other processes.
   static constexpr bool stores_objects = false;
+  /// A hit is answered by `acquire` itself: one statement, no separate look-up.
   static constexpr bool probe_before_acquire = false;
 
   /// Connects, creates the tables if missing (`create_tables`) and checks their schema version.

@@ -85,12 +85,14 @@ class RedisStorage {
  public:
   /// Copies share one store. Moving copies too, so that a handle is never left empty.
   RedisStorage(const RedisStorage&) = default;
+  /// Makes this a handle to another store.
   RedisStorage& operator=(const RedisStorage&) = default;
 
   /// @return the same address for every copy of this handle, and another for every other store
   ///         handle alive: what `default_manager` shares one manager by.
   const void* identity() const noexcept { return state_.get(); }
 
+  /// Outputs are kept as encoded bytes (`serializer<T>`), readable by other processes.
   static constexpr bool stores_objects = false;
   /// A hit is answered by `acquire` itself: one round trip, no separate look-up.
   static constexpr bool probe_before_acquire = false;
