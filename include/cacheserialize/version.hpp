@@ -3,11 +3,11 @@
 /// @file version.hpp
 /// The library version, as macros for the preprocessor and constants for code.
 
-/// The major version: a change breaks the API or the stored formats.
+/// The major version: `find_package(cacheserialize X.Y)` accepts only major X (SameMajorVersion).
 #define CACHESERIALIZE_VERSION_MAJOR 0
-/// The minor version: compatible additions.
+/// The minor version.
 #define CACHESERIALIZE_VERSION_MINOR 1
-/// The patch version: fixes only.
+/// The patch version.
 #define CACHESERIALIZE_VERSION_PATCH 0
 
 namespace cacheserialize {
