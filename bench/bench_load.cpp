@@ -35,6 +35,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <regex.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/file.h>
@@ -49,6 +50,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -60,8 +62,8 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <random>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -148,6 +150,10 @@ std::vector<Case> all_cases() {
 
 /// The hot key of `hit_hot`; hit keys are 0..keys-1.
 constexpr std::int64_t kHotKey = 0;
+
+/// Calls each worker thread makes before the start: connections opened, the in-process store
+/// given its hot key.
+constexpr std::int64_t kWarmUpCalls = 20;
 
 /// Library round trips per call the storage must count (0: the storage has no counter).
 std::uint64_t expected_round_trips(const Case& c) {
@@ -456,8 +462,10 @@ std::unique_ptr<Side> make_side(const Case& c, bool library, const Settings& s) 
       o.pool_size = std::max<std::size_t>(8, std::stoul(s.at("threads")));
       o.connect_timeout = o.command_timeout = std::chrono::seconds(5);
       return std::make_unique<Library<cs::RedisStorage>>(
-          cs::RedisStorage(o), c.op,
-          [](const cs::RedisStorage& st) { return st.stats().round_trips; });
+          cs::RedisStorage(o), c.op, [](const cs::RedisStorage& st) {
+            const cs::RedisStats stats = st.stats();
+            return stats.round_trips - stats.connects;  // less the handshakes, one per connect
+          });
     }
 #else
       break;
@@ -514,20 +522,14 @@ int worker_main() {
     const int threads = std::stoi(s.at("threads"));
     const std::int64_t keys = std::stoll(s.at("keys"));
     std::unique_ptr<Side> side = make_side(c, library, s);
-    std::vector<Call> calls;
-    for (int t = 0; t < threads; ++t) {
-      calls.push_back(side->caller());
-      // Warm-up: connects the pools and, for the in-process store, stores the hit key.
-      calls.back()(c.op == Op::miss ? miss_base(s, t, true) : kHotKey);
-    }
-    std::cout << "ready" << std::endl;
-    if (!std::getline(std::cin, line) || line.rfind("go ", 0) != 0) return 1;
-    const Clock::time_point start{Clock::duration(std::stoll(line.substr(3)))};
-    const Clock::time_point end =
-        start + std::chrono::duration_cast<Clock::duration>(
-                    std::chrono::duration<double>(std::stod(s.at("seconds"))));
-    const std::uint64_t round_trips = side->round_trips();
-    const std::uint64_t answered = side->answered();
+    // The threads connect and warm up together, so that each has its own pooled connection
+    // before the start (a connection's handshake is not a call's round trip), then wait for it.
+    std::mutex mu;
+    std::condition_variable cv;
+    int warm = 0;
+    bool go = false;
+    Clock::time_point start;
+    Clock::time_point end;
     std::vector<ThreadResult> results(static_cast<std::size_t>(threads));
     std::vector<std::thread> running;
     for (int t = 0; t < threads; ++t) {
@@ -536,6 +538,22 @@ int worker_main() {
         std::uint64_t x = std::uint64_t{0x9e3779b97f4a7c15} * static_cast<std::uint64_t>(t + 1) +
                           static_cast<std::uint64_t>(::getpid());
         const std::int64_t first_miss = miss_base(s, t, false);
+        Call call;
+        try {
+          call = side->caller();
+          for (std::int64_t i = 0; i < kWarmUpCalls; ++i) {
+            call(c.op == Op::miss ? miss_base(s, t, true) + i : kHotKey);
+          }
+        } catch (const std::exception& e) {
+          r.error = e.what();
+        }
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          ++warm;
+          cv.notify_all();
+          cv.wait(lock, [&] { return go; });
+        }
+        if (!r.error.empty() || start == Clock::time_point()) return;  // no start: aborted
         std::this_thread::sleep_until(start);
         try {
           for (std::int64_t i = 0;; ++i) {
@@ -550,7 +568,7 @@ int worker_main() {
               x ^= x << 17;
               n = static_cast<std::int64_t>(x % static_cast<std::uint64_t>(keys));
             }
-            calls[static_cast<std::size_t>(t)](n);
+            call(n);
             r.histogram.add(static_cast<std::uint64_t>((Clock::now() - t0).count()));
             ++r.calls;
           }
@@ -559,9 +577,37 @@ int worker_main() {
         }
       });
     }
+    auto release = [&](Clock::time_point at) {
+      std::lock_guard<std::mutex> lock(mu);
+      start = at;
+      end = at + std::chrono::duration_cast<Clock::duration>(
+                     std::chrono::duration<double>(std::stod(s.at("seconds"))));
+      go = true;
+      cv.notify_all();
+    };
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return warm == threads; });
+    }
+    const std::uint64_t round_trips = side->round_trips();
+    const std::uint64_t answered = side->answered();
+    bool warmed = true;
+    for (const ThreadResult& r : results) warmed = warmed && r.error.empty();
+    if (warmed) std::cout << "ready" << std::endl;
+    if (warmed && std::getline(std::cin, line) && line.rfind("go ", 0) == 0) {
+      release(Clock::time_point(Clock::duration(std::stoll(line.substr(3)))));
+    } else {
+      release(Clock::time_point());
+    }
     for (std::thread& t : running) t.join();
     Histogram all;
     std::uint64_t total = 0;
+    if (start == Clock::time_point()) {
+      for (const ThreadResult& r : results) {
+        if (!r.error.empty()) throw std::runtime_error(r.error);
+      }
+      return 1;  // the parent went away before the start
+    }
     for (const ThreadResult& r : results) {
       if (!r.error.empty()) throw std::runtime_error(r.error);
       all.merge(r.histogram);
@@ -959,6 +1005,19 @@ struct Figures {
   std::uint64_t round_trips = 0;
 };
 
+/// @return whether the POSIX extended regular expression `pattern` matches part of `text`
+///         (POSIX regex rather than std::regex, whose libstdc++ code warns under sanitizers).
+bool matches(const std::string& pattern, const std::string& text) {
+  regex_t re;
+  if (::regcomp(&re, pattern.c_str(), REG_EXTENDED | REG_NOSUB) != 0) {
+    throw std::invalid_argument("bench_load: --benchmark_filter is not a regular expression: " +
+                                pattern);
+  }
+  const bool found = ::regexec(&re, text.c_str(), 0, nullptr, 0) == 0;
+  ::regfree(&re);
+  return found;
+}
+
 bool parse_flag(const std::string& arg, const char* name, std::string* value) {
   const std::string prefix = std::string("--") + name + "=";
   if (arg.rfind(prefix, 0) != 0) return false;
@@ -1006,7 +1065,7 @@ int parent_main(int argc, char** argv) {
     config.processes = 2;
     config.threads = 1;
     config.seconds = 0.2;
-    config.keys = 1000;
+    config.keys = 100;
     config.repetitions = 1;
   }
   if (config.processes < 1 || config.processes > 256 || config.threads < 1 || config.threads > 64 ||
@@ -1020,7 +1079,7 @@ int parent_main(int argc, char** argv) {
   std::vector<Case> cases;
   for (const Case& c : all_cases()) {
     if (c.name.find(config.filter) == std::string::npos) continue;
-    if (!config.regex.empty() && !std::regex_search(c.name, std::regex(config.regex))) continue;
+    if (!config.regex.empty() && !matches(config.regex, c.name)) continue;
     cases.push_back(c);
   }
 
