@@ -710,10 +710,7 @@ class World {
     s["parent"] = std::to_string(::getpid());
     if (c.store == Store::fs || c.store == Store::fs_not_durable) {
       s["dir"] = dir_.path() + (library ? "/library" : "/baseline");
-      if (c.op == Op::miss) {  // a fresh directory per measurement, removed after it
-        s["dir"] = dir_.path() + "/miss-" + std::to_string(measurement);
-        fs::create_directories(s["dir"]);
-      }
+      if (c.op == Op::miss) s["dir"] = miss_dir(c.store, library);
     }
 #if defined(CACHESERIALIZE_BENCH_REDIS)
     if (redis_) s["redis_port"] = std::to_string(redis_->port());
@@ -724,12 +721,11 @@ class World {
     return s;
   }
 
-  /// Removes what a measurement's misses wrote to files.
+  /// Removes the files a measurement's misses wrote, keeping the directories (as a cache in use
+  /// has them: making its subdirectories is a first use's cost, not a miss's).
   void clean(const Settings& s) {
-    if (s.count("dir") && s.at("dir").find("/miss-") != std::string::npos) {
-      std::error_code ec;
-      fs::remove_all(s.at("dir"), ec);
-    }
+    if (s.count("dir") && s.at("dir").find("/miss-") != std::string::npos)
+      remove_files(s.at("dir"));
   }
 
  private:
@@ -740,10 +736,35 @@ class World {
     store_keys(keys, [&fn](std::int64_t k) { check_payload(fn(k).size()); });
   }
 
+  std::string miss_dir(Store store, bool library) const {
+    return dir_.path() + "/miss-" + store_name(store) + (library ? "-library" : "-baseline");
+  }
+
+  static void remove_files(const std::string& dir) {
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      if (!e.is_directory()) fs::remove(e.path());
+    }
+  }
+
+  // The misses' directories, the library's with its subdirectories made (by storing keys
+  // enough to reach each of them with near certainty; fewer under --quick), then emptied of
+  // files.
+  void make_miss_dirs(Store store) {
+    fs::create_directories(miss_dir(store, false));
+    cs::FileSystemOptions o;
+    o.root = miss_dir(store, true);
+    o.durable = false;
+    fs::create_directories(o.root);
+    store_library_keys(cs::FileSystemStorage(o), config_.quick ? 100 : 3000);
+    remove_files(o.root);
+  }
+
   void make(Store store) {
     switch (store) {
       case Store::memory:
-      case Store::fs_not_durable:  // misses only
+        return;
+      case Store::fs_not_durable:
+        make_miss_dirs(store);
         return;
       case Store::fs: {
         // The hit keys, in the library's files and the baseline's. Written without fsync: the
@@ -756,6 +777,7 @@ class World {
         o.root = library;
         o.durable = false;
         store_library_keys(cs::FileSystemStorage(o), config_.keys);
+        make_miss_dirs(store);
         for (std::int64_t k = 0; k < config_.keys; ++k) {
           const std::string path = baseline + "/" + std::to_string(k);
           const std::string value = bench::Payload{}(k);
@@ -993,7 +1015,10 @@ std::string fixed(double x, int digits) {
   return out.str();
 }
 
-std::string micros(double ns) { return fixed(ns / 1000, ns < 10000 ? 1 : 0) + " us"; }
+std::string micros(double ns) {
+  if (ns < 1000) return fixed(ns, 0) + " ns";
+  return fixed(ns / 1000, ns < 10000 ? 1 : 0) + " us";
+}
 
 /// Per case and side, each repetition's figures.
 struct Figures {
