@@ -495,10 +495,11 @@ struct ThreadResult {
   std::string error;
 };
 
-/// The first key of a thread's misses: no other thread, process or measurement uses its range.
+/// The first key of a thread's misses: no other thread, process or measurement uses its range
+/// of 2^24 keys, and all are above the hit keys (processes <= 256, threads <= 64).
 std::int64_t miss_base(const Settings& s, int thread, bool warm_up) {
   const std::int64_t id = std::stoll(s.at("measurement")) * 2 + (warm_up ? 1 : 0);
-  return std::int64_t{1} << 40 | ((id * 256 + std::stoll(s.at("index"))) * 64 + thread) << 24;
+  return (std::int64_t{1} << 40) + (((id * 256 + std::stoll(s.at("index"))) * 64 + thread) << 24);
 }
 
 /// A worker: `--worker`, settings on stdin, results on stdout. @return the exit status.
