@@ -9,6 +9,10 @@
 #                                cross-check that machine load cannot disturb
 #   bench/run.sh ARGS...         extra Google Benchmark flags, e.g. --benchmark_filter=hit
 #
+# bench_load (processes, not threads) has a driver of its own that takes the same flags
+# (--quick, --benchmark_repetitions, --benchmark_filter as a regex of its case names) and
+# ignores the other --benchmark_* ones; under --callgrind it lists no probe, so it is skipped.
+#
 # Environment: BUILD_DIR (default: build-bench in the repository), REPETITIONS (default 5).
 set -euo pipefail
 
