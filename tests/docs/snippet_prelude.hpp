@@ -6,9 +6,12 @@
 // name but do not define, declared here only (the snippets are compiled, not run). A snippet that
 // needs more says so in a `<!-- snippet context: ... -->` comment right before it.
 
+#include <atomic>
 #include <cacheserialize/cacheserialize.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
