@@ -21,7 +21,7 @@
 namespace cs = cacheserialize;
 using namespace std::chrono_literals;
 
-// A user's type without a serializer; the README's "Your own types" snippet specialises one.
+// A user's type without a serializer; docs/tasks.md's "Your own types" snippet specialises one.
 struct Point {
   int x = 0;
   int y = 0;
