@@ -1,5 +1,5 @@
-// An engine that drives the reservation protocol itself, as README.md's "Driving the protocol
-// yourself" shows (it quotes engine_square below, and a test checks the quote is verbatim): the
+// An engine that drives the reservation protocol itself, as docs/engine.md's "Driving the
+// protocol yourself" shows (it quotes engine_square below, and a test checks the quote): the
 // engine builds the key the wrapper `square` uses, claims it, and either reads the stored output
 // or runs the task and stores its output. Against an InMemoryStorage (outputs kept as objects)
 // and a FileSystemStorage (outputs kept as bytes), it checks that the engine and the wrapper

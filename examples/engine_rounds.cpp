@@ -1,6 +1,6 @@
 // An engine that evaluates a DAG of tasks in rounds on a small thread pool, with
-// `ReservationManager::try_claim` (README.md's "Rounds, owners and restarts" quotes it, and a test
-// checks the quotes are verbatim). Each round it looks once at every task whose inputs are ready:
+// `ReservationManager::try_claim` (docs/engine.md quotes it, and a test checks the quotes are
+// verbatim). Each round it looks once at every task whose inputs are ready:
 //   - hit:      the output is stored (by this engine earlier, by a restarted run, by anyone): done;
 //   - acquired: the reservation is this task's: the work goes to the pool with the hold;
 //   - held:     another owner runs it now: say who and until when, and look again next round.

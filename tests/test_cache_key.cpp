@@ -198,7 +198,8 @@ TEST_CASE("a key built by an engine from the task's signature equals the wrapper
   const auto square =
       cs::serialize_cached([](int n) { return n * n; }, cs::TaskOptions{"square", "1.0"}, storage);
 
-  // README.md, "Cache keys": a KeySchema of the function's type, with the task's name and version.
+  // docs/tasks.md, "Cache keys": a KeySchema of the function's type, with the task's name and
+  // version.
   const cs::KeySchema<int(int)> schema(cs::TaskSignature{"square", ""}, "1.0");
   const cs::Key key = schema.make(2);
   CHECK(key == square.key(2));

@@ -6,9 +6,12 @@
 // name but do not define, declared here only (the snippets are compiled, not run). A snippet that
 // needs more says so in a `<!-- snippet context: ... -->` comment right before it.
 
+#include <atomic>
 #include <cacheserialize/cacheserialize.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -18,7 +21,7 @@
 namespace cs = cacheserialize;
 using namespace std::chrono_literals;
 
-// A user's type without a serializer; the README's "Your own types" snippet specialises one.
+// A user's type without a serializer; docs/tasks.md's "Your own types" snippet specialises one.
 struct Point {
   int x = 0;
   int y = 0;
