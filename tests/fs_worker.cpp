@@ -350,6 +350,12 @@ int probe() {
   try {
     cs::FileSystemStorage storage(arg("root"));
     say("constructed");
+    if (g_args.count("acquire") != 0) {  // a key whose record another user may own
+      const cs::Key key("probe", "1", arg("acquire"));
+      const cs::AcquireResult r =
+          storage.acquire(key, {"probe-owner", cs::SystemClock().now(), 30s, false});
+      say(r.status == cs::AcquireStatus::acquired ? "acquired" : "not acquired");
+    }
     return 0;
   } catch (const cs::storage_error& e) {
     say(std::string("storage_error: ") + e.what());

@@ -400,11 +400,29 @@ TEST_CASE(
                                              "the root '" +
                                              read_only + "' is not writable") &&
                                  Catch::Contains("Permission denied"));
-  // The control: the same unprivileged process can use a root it may write to.
-  Child control({"probe", "--root", writable, "--uid", "65534", "--gid", "65534"},
+  // The control: the same unprivileged process can use a root it may write to, and take a key
+  // whose record root wrote and only root may write: it replaces the record by a rename (it
+  // may write the directory), where it cannot rewrite it in place.
+  cs::FileSystemStorage mine(writable);
+  for (const char* sub : {"/outputs", "/reservations"}) {
+    REQUIRE(::chmod((writable + sub).c_str(), 0777) == 0);  // made by root, whatever the umask
+  }
+  const cs::Key key("probe", "1", "another user's record");
+  const cs::TimePoint now = cs::SystemClock().now();
+  const auto held = mine.acquire(key, {"root-owner", now, 30s, false}).reservation;
+  REQUIRE(mine.release(key, held) == cs::ReleaseStatus::released);
+  const std::string record = mine.record_path(key);
+  REQUIRE(::chmod(record.c_str(), 0644) == 0);
+  REQUIRE(::chmod(record.substr(0, record.rfind('/')).c_str(), 0777) == 0);
+  Child control({"probe", "--root", writable, "--uid", "65534", "--gid", "65534", "--acquire",
+                 "another user's record"},
                 dir / "control.out");
   CHECK(control.wait() == 0);
-  CHECK(control.output() == "constructed\n");
+  CHECK(control.output() == "constructed\nacquired\n");
+  const auto now_held = mine.reservation(key);
+  REQUIRE(now_held);
+  CHECK(now_held->owner == "probe-owner");
+  CHECK(now_held->token > held.token);
 }
 
 TEST_CASE(

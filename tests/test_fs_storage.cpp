@@ -326,6 +326,80 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("outputs of every size read back exactly, on both sides of the first read's size") {
+  TempDir dir;
+  test::Recorder recorder;
+  cs::FileSystemStorage storage = storage_at(dir, &recorder);
+  const cs::Key key = key_of(1);
+  // get() reads files of up to 4096 bytes in one read, and larger ones in two steps.
+  const std::size_t fixed = cs::detail::fs_output_overhead + key.encoded().size();
+  for (const std::size_t file_size : {fixed, fixed + 1, std::size_t{4095}, std::size_t{4096},
+                                      std::size_t{4097}, std::size_t{8193}, std::size_t{1} << 20}) {
+    std::string payload(file_size - fixed, '\0');
+    for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 7 + 3);
+    storage.put(key, bytes(payload));
+    REQUIRE(test::read_file(storage.output_path(key)).size() == file_size);
+    const auto out = storage.get(key);
+    REQUIRE(out);
+    CHECK(out->bytes == payload);
+  }
+  CHECK(recorder.count(cs::EventKind::corrupt_output) == 0);
+
+  // A large file damaged either way is rejected with the reason, like a small one.
+  const std::string good = test::read_file(storage.output_path(key));
+  test::write_file(storage.output_path(key), good.substr(0, 5000));
+  CHECK_FALSE(storage.get(key));
+  test::write_file(storage.output_path(key), good + "x");
+  CHECK_FALSE(storage.get(key));
+  REQUIRE(recorder.count(cs::EventKind::corrupt_output) == 2);
+  CHECK_THAT(recorder.of(cs::EventKind::corrupt_output)[0].detail, Catch::Contains("truncated"));
+  CHECK_THAT(recorder.of(cs::EventKind::corrupt_output)[1].detail,
+             Catch::Contains("trailing bytes"));
+}
+
+TEST_CASE("a reservation record is rewritten in place, always to its exact size") {
+  TempDir dir;
+  test::Recorder recorder;
+  cs::FileSystemStorage storage = storage_at(dir, &recorder);
+  const cs::TimePoint t0 = cs::ManualClock::default_start();
+  const std::string record = storage.record_path(key_of(1));
+  const auto inode = [&] {
+    struct stat st {};
+    REQUIRE(::lstat(record.c_str(), &st) == 0);
+    return st.st_ino;
+  };
+  const std::string owner(300, 'o');
+  const auto held = storage.acquire(key_of(1), request(owner, t0)).reservation;
+  const auto first = inode();
+  CHECK(test::read_file(record).size() == cs::detail::fs_record_fixed_size + owner.size());
+  REQUIRE(storage.extend(key_of(1), held, t0 + 1s, 30s).status == cs::ExtendStatus::extended);
+  REQUIRE(storage.release(key_of(1), held) == cs::ReleaseStatus::released);
+  CHECK(inode() == first);  // no temporary file renamed over it
+  CHECK(test::read_file(record).size() == cs::detail::fs_record_fixed_size);  // shrunk
+  CHECK_FALSE(exists(record + ".tmp"));
+
+  // Junk longer than any record (a damaged file) is cut to the record written over it.
+  test::write_file(record, std::string(10000, 'j'));
+  const auto again = storage.acquire(key_of(1), request("b", t0 + 2s));
+  REQUIRE(again.status == cs::AcquireStatus::acquired);
+  CHECK(test::read_file(record).size() == cs::detail::fs_record_fixed_size + 1);
+  CHECK(storage.reservation(key_of(1))->token == again.reservation.token);
+  CHECK(recorder.count(cs::EventKind::corrupt_output) == 1);  // the junk, once
+}
+
+TEST_CASE("a lock file marked by a prune that died before unlinking it still locks its key") {
+  TempDir dir;
+  cs::FileSystemStorage storage = storage_at(dir, nullptr, 2s);
+  const cs::TimePoint t0 = cs::ManualClock::default_start();
+  const auto held = storage.acquire(key_of(1), request("a", t0)).reservation;
+  // prune writes a byte into a lock file just before unlinking it; killed in between, it leaves
+  // the byte in a lock file that is still the key's.
+  test::write_file(lock_path_of(storage, key_of(1)), "x");
+  CHECK(storage.acquire(key_of(1), request("b", t0 + 1s)).status == cs::AcquireStatus::held);
+  CHECK(storage.release(key_of(1), held) == cs::ReleaseStatus::released);
+  CHECK(storage.acquire(key_of(1), request("b", t0 + 1s)).status == cs::AcquireStatus::acquired);
+}
+
 TEST_CASE("a damaged reservation record reads as free, is reported, and tokens still grow") {
   TempDir dir;
   test::Recorder recorder;

@@ -11,7 +11,8 @@
 ///     outputs/<2 hex>/<digest>.<pid>.<n>.<rnd>.tmp an output being written
 ///     reservations/<2 hex>/<digest>.lock           the key's lock file (empty; flock target)
 ///     reservations/<2 hex>/<digest>.res            the key's reservation record
-///     reservations/<2 hex>/<digest>.res.tmp        a record being written (under the lock)
+///     reservations/<2 hex>/<digest>.res.tmp        a record being replaced by a rename (under
+///                                                  the lock, when the record is not writable)
 ///     outputs/.probe.*, reservations/.probe.*      a writability probe (without O_TMPFILE)
 ///
 /// `<digest>` is `Key::digest()`; the first two hex digits spread keys over 256 directories.
@@ -28,14 +29,20 @@
 ///   holder, let alone the reservation's expiry. Descriptors are close-on-exec, so a child
 ///   started with exec cannot inherit a lock (a child that forks *without* exec shares the
 ///   parent's open locks until it closes them, as with any flock).
-/// - **Lock files can be deleted safely** (by prune): after taking the flock, a locker checks
-///   that the path still names the inode it locked, and starts again if not; prune deletes a
-///   lock file only while holding its flock.
-/// - **Every state change is a rename(2).** A reservation record is written to `<digest>.res.tmp`
-///   and renamed over `<digest>.res`; an output is written to a unique temporary file (fsynced
+/// - **Lock files can be deleted safely** (by prune): prune deletes a lock file only while
+///   holding its flock, after writing a byte into it; after taking the flock, a locker checks
+///   (fstat) that its file is still linked and empty, else that the path still names the inode
+///   it locked, and starts again if not.
+/// - **Outputs change by rename(2).** An output is written to a unique temporary file (fsynced
 ///   when `durable`) and renamed over its final name. rename is atomic: every reader sees the
 ///   old file or the new one, never a mix, whatever instant a writer is killed at. A killed
 ///   writer leaves at most a temporary file, which no reader looks at and prune deletes.
+/// - **Records change in place, under the lock.** A reservation record is rewritten with
+///   pwrite (and ftruncate if it shrank), or, if this process may not write the file, renamed
+///   over from `<digest>.res.tmp`. Records are read only under the lock, so no reader sees a
+///   write in progress. A writer killed in the middle leaves a damaged record (its CRC fails),
+///   which reads as free: right, because whoever writes a record holds that reservation or is
+///   taking it, and it died with its writer.
 /// - **Fencing.** store_and_release writes the output's temporary file first, then, under the
 ///   lock, checks that the reservation is still the caller's (owner and token), renames the
 ///   output into place and marks the record free: a holder that lost its reservation never
@@ -269,10 +276,10 @@ class FileSystemStorage {
   ///         foreign (reported to the listener).
   /// @throws storage_error if the file exists but cannot be read.
   std::optional<StoredOutput> get(const Key& key) const {
-    const Paths p = paths(key);
+    const std::string path = output_path_of(*state_, key.digest());
     std::string payload;
     std::string problem;
-    const Found found = read_output(p, key, payload, problem);
+    const Found found = read_output(path, key, payload, problem);
     if (found == Found::valid) return StoredOutput::from_bytes(std::move(payload));
     if (found == Found::invalid) report(key, problem);
     return std::nullopt;
@@ -308,10 +315,11 @@ class FileSystemStorage {
     ExtendResult result;
     {
       const KeyLock lock(*state_, p, key.describe());
-      detail::ReservationRecord rec = read_record(p, key, problem);
+      RecordFile file = open_record(p, key.describe(), Access::update, problem);
+      detail::ReservationRecord& rec = file.record;
       if (rec.held && same(rec.reservation, mine)) {
         rec.reservation.expires_at = detail::saturating_add(now, ttl);
-        write_record(p, key, rec);
+        write_record(file, p, key, rec);
         result.status = ExtendStatus::extended;
       }
       if (rec.held) result.current = rec.reservation;
@@ -334,11 +342,12 @@ class FileSystemStorage {
     ReleaseStatus status = ReleaseStatus::not_held;
     {
       const KeyLock lock(*state_, p, key.describe());
-      detail::ReservationRecord rec = read_record(p, key, problem);
+      RecordFile file = open_record(p, key.describe(), Access::update, problem);
+      const detail::ReservationRecord& rec = file.record;
       if (rec.held) {
         status = ReleaseStatus::held_by_other;
         if (same(rec.reservation, mine)) {
-          write_record(p, key, free_record(rec.reservation.token));
+          write_record(file, p, key, free_record(rec.reservation.token));
           status = ReleaseStatus::released;
         }
       }
@@ -360,12 +369,13 @@ class FileSystemStorage {
     StoreResult result;
     {
       const KeyLock lock(*state_, p, key.describe());
-      detail::ReservationRecord rec = read_record(p, key, problem);
+      RecordFile file = open_record(p, key.describe(), Access::update, problem);
+      const detail::ReservationRecord& rec = file.record;
       if (!rec.held || !same(rec.reservation, mine)) {
         if (rec.held) result.current = rec.reservation;
       } else {
         temp.commit_as(p.output, key);
-        write_record(p, key, free_record(rec.reservation.token));
+        write_record(file, p, key, free_record(rec.reservation.token));
         result.status = StoreStatus::stored;
       }
     }
@@ -393,8 +403,8 @@ class FileSystemStorage {
     std::optional<Reservation> out;
     {
       const KeyLock lock(*state_, p, key.describe());
-      detail::ReservationRecord rec = read_record(p, key, problem);
-      if (rec.held) out = std::move(rec.reservation);
+      RecordFile file = open_record(p, key.describe(), Access::read, problem);
+      if (file.record.held) out = std::move(file.record.reservation);
     }
     if (!problem.empty()) report(key, problem);
     return out;
@@ -448,7 +458,7 @@ class FileSystemStorage {
   /// @return the shared directory.
   const std::string& root() const noexcept { return state_->options.root; }
   /// @return where `key`'s output file is (for tools and tests).
-  std::string output_path(const Key& key) const { return paths(key).output; }
+  std::string output_path(const Key& key) const { return output_path_of(*state_, key.digest()); }
   /// @return where `key`'s reservation record is (for tools and tests).
   std::string record_path(const Key& key) const { return paths(key).record; }
   /// @}
@@ -519,32 +529,46 @@ class FileSystemStorage {
     std::string reservation_dir;
     std::string lock;
     std::string record;
-    std::string record_temp;
   };
 
   Paths paths(const Key& key) const { return paths_of(*state_, key.digest()); }
 
   static Paths paths_of(const State& s, std::string digest) {
     Paths p;
-    const std::string shard = digest.substr(0, 2);
-    p.output_dir = s.outputs + "/" + shard;
-    p.output = p.output_dir + "/" + digest;
-    p.reservation_dir = s.reservations + "/" + shard;
-    p.lock = p.reservation_dir + "/" + digest + ".lock";
-    p.record = p.reservation_dir + "/" + digest + ".res";
-    p.record_temp = p.record + ".tmp";
+    const std::string_view shard = std::string_view(digest).substr(0, 2);
+    p.output_dir.reserve(s.outputs.size() + 4);
+    p.output_dir.append(s.outputs).append("/").append(shard);
+    p.output.reserve(p.output_dir.size() + 1 + digest.size());
+    p.output.append(p.output_dir).append("/").append(digest);
+    p.reservation_dir.reserve(s.reservations.size() + 4);
+    p.reservation_dir.append(s.reservations).append("/").append(shard);
+    p.lock.reserve(p.reservation_dir.size() + 1 + digest.size() + 5);
+    p.lock.append(p.reservation_dir).append("/").append(digest);
+    p.record = p.lock;
+    p.lock += ".lock";
+    p.record += ".res";
     p.digest = std::move(digest);
     return p;
+  }
+
+  /// @return `paths_of(s, digest).output`, without the other paths (for get()).
+  static std::string output_path_of(const State& s, std::string_view digest) {
+    std::string path;
+    path.reserve(s.outputs.size() + 4 + digest.size());
+    path.append(s.outputs).append("/").append(digest.substr(0, 2)).append("/").append(digest);
+    return path;
   }
 
   /// A key's lock: its process-wide stripe, then an exclusive flock on its lock file, which is
   /// created (with its directory) if needed. Released, flock first, on destruction.
   class KeyLock {
    public:
+    /// @param for_prune open the lock file for writing too, if permitted, so that
+    ///        `mark_orphaned` can mark it.
     /// @throws storage_error if the lock is not taken within lock_timeout, or the lock file
     ///         cannot be created.
-    KeyLock(const State& s, const Paths& p, const std::string& key)
-        : stripe_(detail::fs_stripe(p.digest)) {
+    KeyLock(const State& s, const Paths& p, const std::string& key, bool for_prune = false)
+        : stripe_(detail::fs_stripe(p.digest)), for_prune_(for_prune) {
       const auto deadline = std::chrono::steady_clock::now() + s.options.lock_timeout;
       if (!stripe_.lock_until(deadline)) {
         throw storage_error(
@@ -566,11 +590,26 @@ class FileSystemStorage {
       stripe_.unlock();
     }
 
+    /// Writes a byte into the lock file before prune unlinks it, so that a locker that opened
+    /// it earlier knows from fstat alone that it is orphaned. Written through the locked
+    /// descriptor: on NFS, closing any other descriptor of the file would drop the lock. Best
+    /// effort: without write permission (another user's file) lockers fall back on the link
+    /// count and the path.
+    void mark_orphaned() noexcept {
+      if (writable_) (void)detail::write_all(fd_.get(), "x");
+    }
+
    private:
     void lock_file(const State& s, const Paths& p, const std::string& key,
                    std::chrono::steady_clock::time_point deadline) {
       for (;;) {
-        fd_ = detail::open_file(p.lock, O_RDONLY | O_CREAT | O_NOFOLLOW);
+        constexpr int flags = O_CREAT | O_NOFOLLOW;
+        writable_ = false;
+        if (for_prune_) {
+          fd_ = detail::open_file(p.lock, O_RDWR | flags);
+          writable_ = static_cast<bool>(fd_);
+        }
+        if (!fd_) fd_ = detail::open_file(p.lock, O_RDONLY | flags);
         if (!fd_ && errno == ENOENT) {
           if (!detail::make_dir(p.reservation_dir)) fail(p.reservation_dir, "create", key);
           continue;
@@ -587,12 +626,20 @@ class FileSystemStorage {
         }
         // prune may have deleted the lock file between our open and our flock: we would then
         // hold a lock on an orphaned inode, which excludes nobody. Start again on the new file.
+        // prune marks a lock file (one byte) before it unlinks it, so one fstat tells: a lock
+        // file that is linked and empty is current. Only a marked file that is still linked (a
+        // prune killed in between, or NFS, whose clients keep an open file deleted by its
+        // holder under a ".nfs" name) needs the path looked up to compare inodes.
         struct stat mine {};
-        struct stat current {};
-        if (::fstat(fd_.get(), &mine) != 0) fail(p.lock, "examine", key);
-        const int rc = ::lstat(p.lock.c_str(), &current);
-        if (rc == 0 && current.st_ino == mine.st_ino && current.st_dev == mine.st_dev) return;
-        if (rc != 0 && errno != ENOENT) fail(p.lock, "examine", key);
+        if (::fstat(fd_.get(), &mine) != 0) {
+          if (errno != ESTALE) fail(p.lock, "examine", key);
+        } else if (mine.st_nlink > 0) {
+          if (mine.st_size == 0) return;
+          struct stat current {};
+          const int rc = ::lstat(p.lock.c_str(), &current);
+          if (rc == 0 && current.st_ino == mine.st_ino && current.st_dev == mine.st_dev) return;
+          if (rc != 0 && errno != ENOENT) fail(p.lock, "examine", key);
+        }
         fd_.reset();
       }
     }
@@ -605,6 +652,8 @@ class FileSystemStorage {
     }
 
     detail::FsStripe& stripe_;
+    bool for_prune_;
+    bool writable_ = false;
     detail::Fd fd_;  // closing it releases the flock
   };
 
@@ -637,70 +686,92 @@ class FileSystemStorage {
 
   enum class Found { missing, valid, invalid };
 
-  /// Reads `key`'s output file.
+  /// Outputs of up to this many bytes (nearly all) are read with one read(2) and no fstat.
+  static constexpr std::size_t first_read_size = 4096;
+
+  /// Reads `key`'s output file at `path`.
   /// @param[out] payload the output's bytes, when valid.
   /// @param[out] problem why the file is not a valid output of `key`, when invalid.
-  Found read_output(const Paths& p, const Key& key, std::string& payload,
+  Found read_output(const std::string& path, const Key& key, std::string& payload,
                     std::string& problem) const {
-    detail::Fd fd = detail::open_file(p.output, O_RDONLY | O_NOFOLLOW);
+    detail::Fd fd = detail::open_file(path, O_RDONLY | O_NOFOLLOW);
     if (!fd) {
       if (errno == ENOENT || errno == ENOTDIR) return Found::missing;
       if (errno == ELOOP) {
-        problem = "foreign output file '" + p.output + "': a symbolic link; treated as a miss";
+        problem = "foreign output file '" + path + "': a symbolic link; treated as a miss";
         return Found::invalid;
       }
-      throw storage_error(
-          "FileSystemStorage: cannot open '" + p.output + "': " + detail::errno_text(errno),
-          key.describe());
+      fail_io("open", path, key);
     }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
-      throw storage_error(
-          "FileSystemStorage: cannot examine '" + p.output + "': " + detail::errno_text(errno),
-          key.describe());
-    }
+    thread_local std::string buffer;
+    buffer.resize(first_read_size);
+    const ssize_t n = detail::read_once(fd.get(), &buffer[0], first_read_size);
     std::string why;
-    if (!S_ISREG(st.st_mode)) {
+    if (n < 0) {
+      if (errno != EISDIR) fail_io("read", path, key);
       why = "not a regular file";
-    } else {
-      const auto size = static_cast<std::uint64_t>(st.st_size);
-      std::string bytes;
-      // The header first: a foreign or truncated file is rejected without reading it whole.
-      if (!detail::read_up_to(fd.get(), detail::fs_output_header_size, bytes)) {
-        throw storage_error(
-            "FileSystemStorage: cannot read '" + p.output + "': " + detail::errno_text(errno),
-            key.describe());
-      }
-      detail::OutputHeader header;
-      why = detail::check_output_header(bytes, header);
-      if (why.empty() && header.file_size != size) {
-        why = (size < header.file_size ? "truncated: " : "trailing bytes: ") +
-              std::to_string(size) + " bytes where the header says " +
-              std::to_string(header.file_size);
-      }
+    } else if (static_cast<std::size_t>(n) < first_read_size) {
+      // A read of a regular file returns less than asked for only at its end: this is all of it.
+      detail::OutputView view;
+      why = detail::parse_output_file(std::string_view(buffer.data(), static_cast<std::size_t>(n)),
+                                      key.encoded(), view);
       if (why.empty()) {
-        std::string rest;
-        if (!detail::read_up_to(fd.get(), static_cast<std::size_t>(size) - bytes.size(), rest)) {
-          throw storage_error(
-              "FileSystemStorage: cannot read '" + p.output + "': " + detail::errno_text(errno),
-              key.describe());
-        }
-        bytes += rest;
-        detail::OutputView view;
-        why = detail::parse_output_file(bytes, key.encoded(), view);
-        if (why.empty()) {
-          const std::size_t offset = detail::fs_output_header_size + view.key.size();
-          const std::size_t length = view.payload.size();
-          bytes.resize(offset + length);
-          bytes.erase(0, offset);
-          payload = std::move(bytes);
-          return Found::valid;
-        }
+        payload.assign(view.payload.data(), view.payload.size());
+        return Found::valid;
       }
+    } else if (read_large_output(fd.get(), path, key, buffer, payload, why)) {
+      return Found::valid;
     }
-    problem = "damaged or foreign output file '" + p.output + "': " + why +
+    problem = "damaged or foreign output file '" + path + "': " + why +
               "; treated as a miss (the next store replaces it)";
     return Found::invalid;
+  }
+
+  /// The rest of read_output for a file of `first_read_size` bytes or more, whose start is in
+  /// `start`: its header is checked against its size before the rest is read, so that a foreign
+  /// or damaged file is rejected without reading it whole (or allocating what it claims).
+  /// @return whether it is valid (`payload` set), else why not in `why`.
+  static bool read_large_output(int fd, const std::string& path, const Key& key,
+                                const std::string& start, std::string& payload, std::string& why) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) fail_io("examine", path, key);
+    if (!S_ISREG(st.st_mode)) {
+      why = "not a regular file";
+      return false;
+    }
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    detail::OutputHeader header;
+    why = detail::check_output_header(start, header);
+    if (why.empty() && header.file_size != size) {
+      why = (size < header.file_size ? "truncated: " : "trailing bytes: ") + std::to_string(size) +
+            " bytes where the header says " + std::to_string(header.file_size);
+    }
+    if (!why.empty()) return false;
+    std::string bytes = start;
+    std::string rest;
+    if (size < bytes.size()) {
+      why = "truncated while being read";
+      return false;
+    }
+    if (!detail::read_up_to(fd, static_cast<std::size_t>(size) - bytes.size(), rest)) {
+      fail_io("read", path, key);
+    }
+    bytes += rest;
+    detail::OutputView view;
+    why = detail::parse_output_file(bytes, key.encoded(), view);
+    if (!why.empty()) return false;
+    const std::size_t offset = detail::fs_output_header_size + view.key.size();
+    const std::size_t length = view.payload.size();
+    bytes.resize(offset + length);
+    bytes.erase(0, offset);
+    payload = std::move(bytes);
+    return true;
+  }
+
+  [[noreturn]] static void fail_io(const char* what, const std::string& path, const Key& key) {
+    throw storage_error("FileSystemStorage: cannot " + std::string(what) + " '" + path +
+                            "': " + detail::errno_text(errno),
+                        key.describe());
   }
 
   /// Writes a complete output file under a unique temporary name next to its final name.
@@ -742,48 +813,105 @@ class FileSystemStorage {
     }
   }
 
-  /// Reads the key's reservation record; a missing one is free with token 0, and so is a
-  /// damaged one (then described in `problem`), whose next token comes from the clock floor.
-  static detail::ReservationRecord read_record(const Paths& p, const Key& key,
-                                               std::string& problem) {
-    return read_record_at(p, key.describe(), problem);
-  }
+  /// How a key's reservation record is opened (always under the key's lock).
+  enum class Access {
+    read,    ///< to read it only
+    update,  ///< to read it and perhaps rewrite it
+    create,  ///< to read it, or create it if it is missing, and then write it (acquire)
+  };
 
-  static detail::ReservationRecord read_record_at(const Paths& p, const std::string& key,
-                                                  std::string& problem) {
-    detail::ReservationRecord rec;
-    detail::Fd fd = detail::open_file(p.record, O_RDONLY | O_NOFOLLOW);
-    if (!fd) {
-      if (errno == ENOENT) return rec;
+  /// A key's reservation record, read, and open for rewriting in place when `writable`.
+  struct RecordFile {
+    detail::Fd fd;
+    bool writable = false;
+    std::size_t size = 0;  ///< the bytes read: the file's size unless it is oversized
+    detail::ReservationRecord record;
+  };
+
+  /// Opens and reads the key's reservation record; a missing one is free with token 0, and so is
+  /// a damaged one (then described in `problem`), whose next token comes from the clock floor.
+  /// A record this process may not write (another user's, without group write permission) is
+  /// opened read-only and replaced by a rename (see write_record).
+  static RecordFile open_record(const Paths& p, const std::string& key, Access access,
+                                std::string& problem) {
+    RecordFile file;
+    constexpr int flags = O_NOFOLLOW;
+    if (access == Access::create) {
+      // A key's first acquisition creates its record: one open that also says it is new.
+      file.fd = detail::open_file(p.record, O_RDWR | O_CREAT | O_EXCL | flags);
+      if (file.fd) {
+        file.writable = true;
+        return file;
+      }
+    }
+    if (access != Access::read) {
+      file.fd = detail::open_file(p.record, O_RDWR | flags);
+      file.writable = static_cast<bool>(file.fd);
+    }
+    if (!file.fd &&
+        (access == Access::read || errno == EACCES || errno == EPERM || errno == EROFS)) {
+      file.fd = detail::open_file(p.record, O_RDONLY | flags);
+    }
+    if (!file.fd) {
+      if (errno == ENOENT) return file;
       if (errno != ELOOP) {
         throw storage_error(
             "FileSystemStorage: cannot open '" + p.record + "': " + detail::errno_text(errno), key);
       }
     }
-    std::string bytes;
-    const std::size_t most = detail::fs_record_fixed_size + detail::fs_max_owner_size;
-    if (fd && !detail::read_up_to(fd.get(), most + 1, bytes)) {
-      throw storage_error(
-          "FileSystemStorage: cannot read '" + p.record + "': " + detail::errno_text(errno), key);
+    std::string why = "a symbolic link";
+    if (file.fd) {
+      // One read of more than a record's largest size: a short read ends at the file's end.
+      thread_local std::string buffer;
+      const std::size_t most = detail::fs_record_fixed_size + detail::fs_max_owner_size;
+      buffer.resize(most + 1);
+      const ssize_t n = detail::read_once(file.fd.get(), &buffer[0], buffer.size());
+      if (n < 0) {
+        throw storage_error(
+            "FileSystemStorage: cannot read '" + p.record + "': " + detail::errno_text(errno), key);
+      }
+      file.size = static_cast<std::size_t>(n);
+      why =
+          detail::parse_reservation_record(std::string_view(buffer.data(), file.size), file.record);
     }
-    const std::string why =
-        fd ? detail::parse_reservation_record(bytes, rec) : std::string("a symbolic link");
     if (!why.empty()) {
       problem = "damaged reservation record '" + p.record + "': " + why + "; treated as free";
-      rec = detail::ReservationRecord{};
+      file.record = detail::ReservationRecord{};
     }
-    return rec;
+    return file;
   }
 
-  /// Replaces the key's record atomically (write a temporary file, rename it over the record).
+  /// Replaces the key's record, under the key's lock: in place when the file is open for
+  /// writing (pwrite, then ftruncate if the record shrank), else by writing a temporary file and
+  /// renaming it over the record. Readers hold the lock, so they never see a write in progress;
+  /// a writer killed in the middle leaves a damaged record, which reads as free: right, because
+  /// whoever writes a record is its holder (or becomes it), and that reservation died with it.
+  static void write_record(RecordFile& file, const Paths& p, const Key& key,
+                           const detail::ReservationRecord& rec) {
+    const std::string bytes = detail::encode_reservation_record(rec);
+    if (!file.writable) {
+      write_record_by_rename(p, key, bytes);
+      return;
+    }
+    if (!detail::write_all_at(file.fd.get(), bytes, 0) ||
+        (file.size > bytes.size() &&
+         !detail::truncate_fd(file.fd.get(), static_cast<off_t>(bytes.size())))) {
+      throw storage_error(
+          "FileSystemStorage: cannot write '" + p.record + "': " + detail::errno_text(errno),
+          key.describe());
+    }
+    file.size = bytes.size();
+  }
+
+  /// Replaces the key's record by a rename, which needs write permission on the directory only.
   /// Called under the key's lock, so one temporary name per key suffices. A temporary left by a
-  /// killed writer, perhaps another user's, is unlinked rather than truncated: that needs write
-  /// permission on the directory only.
-  static void write_record(const Paths& p, const Key& key, const detail::ReservationRecord& rec) {
-    ::unlink(p.record_temp.c_str());
-    detail::Fd fd = detail::open_file(p.record_temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW);
-    if (!fd || !detail::write_all(fd.get(), detail::encode_reservation_record(rec)) ||
-        !fd.close_checked() || ::rename(p.record_temp.c_str(), p.record.c_str()) != 0) {
+  /// killed writer, perhaps another user's, is unlinked rather than truncated.
+  static void write_record_by_rename(const Paths& p, const Key& key, std::string_view bytes) {
+    const std::string temp = p.record + ".tmp";
+    ::unlink(temp.c_str());
+    detail::Fd fd = detail::open_file(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW);
+    if (!fd || !detail::write_all(fd.get(), bytes) || !fd.close_checked() ||
+        ::rename(temp.c_str(), p.record.c_str()) != 0) {
       throw storage_error(
           "FileSystemStorage: cannot write '" + p.record + "': " + detail::errno_text(errno),
           key.describe());
@@ -815,7 +943,7 @@ class FileSystemStorage {
     if (!req.overwrite) {
       std::string payload;
       std::string problem;
-      const Found found = read_output(p, key, payload, problem);
+      const Found found = read_output(p.output, key, payload, problem);
       if (found == Found::valid) {
         result.status = AcquireStatus::hit;
         result.output = StoredOutput::from_bytes(std::move(payload));
@@ -824,7 +952,8 @@ class FileSystemStorage {
       if (found == Found::invalid) problems.push_back(std::move(problem));
     }
     std::string problem;
-    detail::ReservationRecord rec = read_record(p, key, problem);
+    RecordFile file = open_record(p, key.describe(), Access::create, problem);
+    detail::ReservationRecord& rec = file.record;
     if (!problem.empty()) problems.push_back(std::move(problem));
     const std::uint64_t last_token = rec.reservation.token;  // kept by a free record too
     std::optional<Reservation> current;
@@ -834,7 +963,7 @@ class FileSystemStorage {
       detail::ReservationRecord mine;
       mine.held = true;
       mine.reservation = std::move(*current);
-      write_record(p, key, mine);
+      write_record(file, p, key, mine);
     }
     return result;
   }
@@ -882,14 +1011,16 @@ class FileSystemStorage {
       const Paths p = paths_of(*state_, digest);
       const std::string key = "key " + digest.substr(0, 12);
       try {
-        const KeyLock lock(*state_, p, key);
+        KeyLock lock(*state_, p, key, true);
         std::string problem;
-        const detail::ReservationRecord rec = read_record_at(p, key, problem);
+        const detail::ReservationRecord rec = open_record(p, key, Access::read, problem).record;
         if (rec.held && rec.reservation.expires_at > now) continue;  // live
         if (last_touched(p) > cutoff) continue;
         remove_record(p);
         // Last, while still holding its flock: whoever opens the path from now on gets a new
-        // lock file, and whoever had the old one open sees it is orphaned and starts again.
+        // lock file, and whoever had the old one open sees it is orphaned (unlinked, or marked
+        // where an unlinked file may keep a name: see KeyLock) and starts again.
+        lock.mark_orphaned();
         ::unlink(p.lock.c_str());
         ++result.reservations_removed;
       } catch (const storage_error&) {  // busy or unreadable: skip it this time
@@ -909,15 +1040,15 @@ class FileSystemStorage {
   /// @return the latest modification time of a key's lock file, record and temporary record.
   static TimePoint last_touched(const Paths& p) {
     TimePoint latest = TimePoint::min();
-    for (const std::string* path : {&p.lock, &p.record, &p.record_temp}) {
+    for (const std::string& path : {p.lock, p.record, p.record + ".tmp"}) {
       struct stat st {};
-      if (::lstat(path->c_str(), &st) == 0) latest = std::max(latest, detail::fs_mtime(st));
+      if (::lstat(path.c_str(), &st) == 0) latest = std::max(latest, detail::fs_mtime(st));
     }
     return latest;
   }
 
   static void remove_record(const Paths& p) {
-    ::unlink(p.record_temp.c_str());
+    ::unlink((p.record + ".tmp").c_str());  // left by a writer that could not write in place
     ::unlink(p.record.c_str());
   }
 

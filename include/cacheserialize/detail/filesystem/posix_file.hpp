@@ -104,6 +104,38 @@ inline bool read_up_to(int fd, std::size_t size, std::string& out) {
   return true;
 }
 
+/// One read(2) of up to `size` bytes into `buf`, retried on EINTR.
+/// @return the bytes read (0 at the end of the file), or -1 with errno set.
+inline ssize_t read_once(int fd, char* buf, std::size_t size) {
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, size);
+    if (n >= 0 || errno != EINTR) return n;
+  }
+}
+
+/// Writes all of `data` at `offset` (pwrite(2)), resuming after partial writes and EINTR.
+/// @return whether it succeeded (errno set if not).
+inline bool write_all_at(int fd, std::string_view data, off_t offset) {
+  while (!data.empty()) {
+    const ssize_t n = ::pwrite(fd, data.data(), data.size(), offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+    offset += static_cast<off_t>(n);
+  }
+  return true;
+}
+
+/// ftruncate(2), retried on EINTR. @return whether it succeeded (errno set if not).
+inline bool truncate_fd(int fd, off_t size) {
+  for (;;) {
+    if (::ftruncate(fd, size) == 0) return true;
+    if (errno != EINTR) return false;
+  }
+}
+
 /// Writes all of `data`, resuming after partial writes and EINTR.
 /// @return whether it succeeded (errno set if not).
 inline bool write_all(int fd, std::string_view data) {
