@@ -1179,6 +1179,7 @@ class ReservationManager {
     }
     auto rest = live.begin();
     if (r.status == AcquireStatus::acquired) {
+      Reservation taken = r.reservation;  // the others wait on it; the lead's hold may take r's
       std::exception_ptr error;
       std::optional<claim_type> claim;
       try {
@@ -1190,6 +1191,7 @@ class ReservationManager {
       lead->finished = true;
       ++rest;
       // The others now wait on the lead's fresh reservation.
+      r.reservation = std::move(taken);
       r.status = AcquireStatus::held;
       r.remaining = lead->terms.ttl;
       r.previous.reset();
