@@ -25,20 +25,20 @@ TEST_CASE("owner ids are unique per call and name the host and the process") {
 
 TEST_CASE("owner ids made on several threads at once are all distinct") {
   // Each thread takes counter values in blocks: blocks must never overlap.
-  constexpr int kThreads = 4;
-  constexpr int kIds = 2000;  // several blocks per thread
+  constexpr std::size_t kThreads = 4;
+  constexpr std::size_t kIds = 2000;  // several blocks per thread
   std::vector<std::vector<std::string>> made(kThreads);
   {
     test::Threads threads;
-    for (int t = 0; t < kThreads; ++t) {
+    for (std::size_t t = 0; t < kThreads; ++t) {
       threads.spawn([&made, t] {
-        for (int i = 0; i < kIds; ++i) made[t].push_back(test::Manager::new_owner_id());
+        for (std::size_t i = 0; i < kIds; ++i) made[t].push_back(test::Manager::new_owner_id());
       });
     }
   }
   std::set<std::string> ids;
   for (const auto& m : made) ids.insert(m.begin(), m.end());
-  CHECK(ids.size() == static_cast<std::size_t>(kThreads) * kIds);
+  CHECK(ids.size() == kThreads * kIds);
 }
 
 TEST_CASE("one heartbeat thread per manager, started lazily, however many reservations it holds") {
