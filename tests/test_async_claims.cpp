@@ -175,6 +175,31 @@ TEST_CASE("an async waiter takes over a holder that died, at its expiry") {
   CHECK(manager.stats().takeovers == 1);
 }
 
+TEST_CASE("async waiters left behind by a takeover wait on the new holder, named") {
+  cs::ManualClock clock;
+  cs::InMemoryStorage storage;
+  test::Recorder recorder;
+  cs::ManagerOptions options;
+  options.listener = recorder.listener();
+  Manager manager(storage, clock, options);
+  const cs::Key key = key_of("k");
+  plant_holder(storage, key, clock.now(), 30s);
+
+  std::future<Claim> first = manager.claim_async(key);  // looks for both
+  std::future<Claim> second = manager.claim_async(key);
+  REQUIRE(clock.wait_for_sleepers(1));
+  REQUIRE(recorder.count(cs::EventKind::waiting) == 2);
+  clock.advance(30s);
+  Claim c = first.get();
+  REQUIRE_FALSE(c.is_hit());
+  REQUIRE(recorder.wait_for(cs::EventKind::waiting, 3));
+  const std::string lead = c.hold().reservation().owner;
+  CHECK(recorder.of(cs::EventKind::waiting).back().holder == lead);
+  CHECK(storage.reservation(key)->owner == lead);
+  c.hold().store(output_of(2));
+  CHECK(second.get().value<int>() == 2);
+}
+
 TEST_CASE("an async claim gives up after wait_timeout, naming the holder") {
   cs::ManualClock clock;
   cs::InMemoryStorage storage;

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <regex>
 #include <set>
+#include <vector>
 
 #include "support.hpp"
 
@@ -20,6 +21,24 @@ TEST_CASE("owner ids are unique per call and name the host and the process") {
   const std::string id = *ids.begin();
   CHECK(std::regex_match(id, std::regex("[^:]+:[0-9]+:[0-9a-f]{16}:[0-9]+")));
   CHECK(id.find(":" + std::to_string(cs::detail::current_pid()) + ":") != std::string::npos);
+}
+
+TEST_CASE("owner ids made on several threads at once are all distinct") {
+  // Each thread takes counter values in blocks: blocks must never overlap.
+  constexpr std::size_t kThreads = 4;
+  constexpr std::size_t kIds = 2000;  // several blocks per thread
+  std::vector<std::vector<std::string>> made(kThreads);
+  {
+    test::Threads threads;
+    for (std::size_t t = 0; t < kThreads; ++t) {
+      threads.spawn([&made, t] {
+        for (std::size_t i = 0; i < kIds; ++i) made[t].push_back(test::Manager::new_owner_id());
+      });
+    }
+  }
+  std::set<std::string> ids;
+  for (const auto& m : made) ids.insert(m.begin(), m.end());
+  CHECK(ids.size() == kThreads * kIds);
 }
 
 TEST_CASE("one heartbeat thread per manager, started lazily, however many reservations it holds") {

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -354,6 +355,59 @@ TEST_CASE("heartbeats keep a long run's reservation alive across many intervals"
   CHECK(s.heartbeats == 30);
   CHECK(s.takeovers == 0);
   CHECK(s.lost == 0);
+}
+
+/// An in-memory store whose extensions stop at a gate, then record the key they were given.
+class StalledExtendStorage : public cs::InMemoryStorage {
+ public:
+  struct Shared {
+    test::Counter entered;
+    test::Gate go;
+    std::mutex mu;
+    std::vector<std::string> keys;
+  };
+
+  cs::ExtendResult extend(const cs::Key& key, const cs::Reservation& mine, cs::TimePoint now,
+                          cs::Duration ttl) {
+    shared->entered.arrive();
+    shared->go.wait();
+    {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->keys.push_back(key.encoded());
+    }
+    return InMemoryStorage::extend(key, mine, now, ttl);
+  }
+  std::vector<cs::ExtendResult> extend_many(const std::vector<cs::Extension>& batch,
+                                            cs::TimePoint now) {
+    return cs::detail::extend_each(*this, batch, now);
+  }
+
+  std::shared_ptr<Shared> shared = std::make_shared<Shared>();
+};
+
+TEST_CASE("a call may return while the heartbeat extends its reservation: the key stays valid") {
+  // A wrapper's hold refers to the call's key until the heartbeat first needs it; the heartbeat
+  // then copies it, so an extension in progress when the call returns still has a key.
+  cs::ManualClock clock;
+  StalledExtendStorage storage;
+  cs::ReservationManager<cs::ManualClock, StalledExtendStorage> manager(storage, clock);
+  auto f = cs::serialize_cached(
+      [&](int n) {
+        clock.advance(10s);  // the first extension falls due while the body runs
+        if (!storage.shared->entered.wait_for(1)) throw std::runtime_error("no extension");
+        return n;  // the heartbeat is inside extend, and stays there until the gate opens
+      },
+      cs::TaskOptions{"stalled", "1"}, manager);
+  CHECK(f(7) == 7);
+  const std::string expected = f.key(7).encoded();
+  storage.shared->go.open();
+  REQUIRE(test::eventually([&] {
+    std::lock_guard<std::mutex> lock(storage.shared->mu);
+    return !storage.shared->keys.empty();
+  }));
+  std::lock_guard<std::mutex> lock(storage.shared->mu);
+  CHECK(storage.shared->keys.front() == expected);
+  CHECK(manager.stats().lost == 0);  // the hold had finished: its failed extension is moot
 }
 
 TEST_CASE("fencing: a holder that stalled past its expiry does not overwrite its successor") {

@@ -128,7 +128,7 @@ class Hold {
 
   /// @return the key held (or last held, once finished).
   /// @throws std::logic_error if the hold was moved from.
-  const Key& key() const { return lease().key; }
+  const Key& key() const { return lease().key(); }
 
   /// @return the reservation, with the expiry of its latest extension (once finished: as it was
   ///         when the hold finished).
@@ -164,23 +164,22 @@ class Hold {
     detail::Lease& lease = *lease_;
     StoreResult r;
     try {
-      r = core->storage.store_and_release(lease.key, lease.reservation, std::move(output),
+      r = core->storage.store_and_release(lease.key(), lease.reservation, std::move(output),
                                           core->clock.now());
     } catch (...) {
       try {
-        core->storage.release(lease.key, lease.reservation);
+        core->storage.release(lease.key(), lease.reservation);
       } catch (...) {  // it expires on its own
       }
       throw;
     }
-    Event e = event(lease, EventKind::released);
     if (r.status == StoreStatus::stored) {
-      core->emit(e);
+      if (core->options.listener) core->emit(event(lease, EventKind::released));
       return r.status;
     }
     if (lease.lost.exchange(true)) return r.status;  // the heartbeat already reported it
     detail::Counters::bump(core->counters.lost);
-    e.kind = EventKind::lost;
+    Event e = event(lease, EventKind::lost);
     e.holder = r.current.owner;
     e.detail = "the store was rejected: the reservation is no longer ours (fencing token)";
     core->emit(e);
@@ -236,7 +235,7 @@ class Hold {
     const std::shared_ptr<Core> core = finish();
     const bool aborted = reason == ReleaseReason::aborted;
     detail::Counters::bump(aborted ? core->counters.aborted : core->counters.failures);
-    const ReleaseStatus status = core->storage.release(lease_->key, lease_->reservation);
+    const ReleaseStatus status = core->storage.release(lease_->key(), lease_->reservation);
     Event e = event(*lease_, aborted ? EventKind::aborted : EventKind::failed);
     e.detail = to_string(status);
     core->emit(e);
@@ -287,7 +286,7 @@ class Hold {
     if (!active()) return;
     const std::shared_ptr<Core> core = finish();
     try {
-      core->storage.release(lease_->key, lease_->reservation);
+      core->storage.release(lease_->key(), lease_->reservation);
     } catch (...) {  // it expires on its own
     }
   }
@@ -303,7 +302,7 @@ class Hold {
   static Event event(const detail::Lease& lease, EventKind kind) {
     Event e;
     e.kind = kind;
-    e.key = &lease.key;
+    e.key = &lease.key();
     e.owner = lease.reservation.owner;
     e.token = lease.reservation.token;
     e.expires_at = from_unix_nanos(lease.expires_at.load());
@@ -750,6 +749,7 @@ class ReservationManager {
   struct Terms {
     Duration interval;
     Duration ttl;
+    bool borrow_key = false;  // the key outlives the hold: its lease refers to it (Lease)
   };
   Terms terms_of(const char* who, const ClaimOptions& options) const {
     const Core& core = *core_;
@@ -812,7 +812,7 @@ class ReservationManager {
     }
   }
 
-  void note_held(const Key& key, const std::string& owner, const Reservation& holder,
+  void note_held(const Key& key, std::string_view owner, const Reservation& holder,
                  std::string_view tag) const {
     Core& core = *core_;
     detail::Counters::bump(core.counters.held);
@@ -830,10 +830,16 @@ class ReservationManager {
     detail::Counters& counters;
   };
 
-  claim_type acquire_or_wait(const Key& key, const ClaimOptions& options) const {
+  // @param borrow_key whether `key` outlives the claim and its hold, as in a wrapper's
+  //        synchronous call: the hold then refers to it rather than copying it.
+  claim_type acquire_or_wait(const Key& key, const ClaimOptions& options,
+                             bool borrow_key = false) const {
     Core& core = *core_;
-    const Terms terms = terms_of("cacheserialize::ReservationManager::claim", options);
-    const std::string owner = options.owner ? *options.owner : new_owner_id();
+    Terms terms = terms_of("cacheserialize::ReservationManager::claim", options);
+    terms.borrow_key = borrow_key;
+    std::optional<detail::OwnerIdBuffer> generated;  // on the stack: no string to allocate
+    const std::string_view owner =
+        options.owner ? std::string_view(*options.owner) : generated.emplace().view();
     const TimePoint start = core.clock.now();
     const TimePoint give_up = options.wait_timeout
                                   ? detail::saturating_add(start, *options.wait_timeout)
@@ -850,7 +856,9 @@ class ReservationManager {
                             key.describe());
     }
 
-    Signal signal;  // raised by the storage (store/release) and by cancellation
+    // Raised by the storage (store/release) and by cancellation; made once the call must wait
+    // (a miss that takes the reservation at once needs none).
+    std::optional<Signal> signal;
     Subscription subscription;
     CancellationToken::Registration cancel_registration;
     std::optional<Waiting> waiting;  // engaged once the call waits
@@ -858,9 +866,9 @@ class ReservationManager {
     Reservation waited_on;  // the holder last reported through a `waiting` event
     Duration recheck = detail::expiry_recheck;  // after a "no time left" answer
 
-    for (;;) {
-      signal.reset();
-      const TimePoint now = core.clock.now();
+    for (bool first = true;; first = false) {
+      if (signal) signal->reset();
+      const TimePoint now = first ? start : core.clock.now();
       AcquireResult r =
           core.storage.acquire(key, AcquireRequest{owner, now, terms.ttl, options.overwrite});
       const bool waited = waiting.has_value();
@@ -871,10 +879,11 @@ class ReservationManager {
       // release between the look and the subscription is not missed.
       if (!registered) {
         registered = true;
+        signal.emplace();
         if constexpr (storage_traits<Storage>::notifies) {
-          subscription = core.storage.subscribe(key, signal);
+          subscription = core.storage.subscribe(key, *signal);
         }
-        cancel_registration = options.cancel.subscribe(signal);
+        cancel_registration = options.cancel.subscribe(*signal);
         if (!options.cancel.cancelled()) continue;
       }
       if (!waited) {
@@ -895,7 +904,7 @@ class ReservationManager {
                             r.reservation.owner, r.reservation.expires_at);
       }
       core.clock.wait_until(
-          signal,
+          *signal,
           detail::wake_time(now, r.remaining, give_up,
                             detail::jittered_poll(options.poll_interval, detail::jitter_random()),
                             storage_traits<Storage>::notifies, recheck));
@@ -960,7 +969,7 @@ class ReservationManager {
   // @return nothing if another owner holds the key.
   // @throws std::logic_error if this manager already holds the key for `owner`.
   std::optional<claim_type> conclude(const Key& key, AcquireResult& r, const Terms& terms,
-                                     const ClaimOptions& options, const std::string& owner,
+                                     const ClaimOptions& options, std::string_view owner,
                                      TimePoint now, bool waited) const {
     switch (r.status) {
       case AcquireStatus::hit:
@@ -975,7 +984,7 @@ class ReservationManager {
         throw std::logic_error(
             "cacheserialize::ReservationManager::claim: this manager already holds the key "
             "for owner '" +
-            owner + "' through another Hold (" + key.describe() + ")");
+            std::string(owner) + "' through another Hold (" + key.describe() + ")");
       case AcquireStatus::held:
         break;
     }
@@ -1189,6 +1198,7 @@ class ReservationManager {
     }
     auto rest = live.begin();
     if (r.status == AcquireStatus::acquired) {
+      Reservation taken = r.reservation;  // the others wait on it; the lead's hold may take r's
       std::exception_ptr error;
       std::optional<claim_type> claim;
       try {
@@ -1200,6 +1210,7 @@ class ReservationManager {
       lead->finished = true;
       ++rest;
       // The others now wait on the lead's fresh reservation.
+      r.reservation = std::move(taken);
       r.status = AcquireStatus::held;
       r.remaining = lead->terms.ttl;
       r.previous.reset();
@@ -1235,36 +1246,43 @@ class ReservationManager {
   // Heartbeats the reservation `r` (acquired, or extended by adopt) and reports it.
   // @return the hold; nothing if this manager already holds the key for the chosen owner (the
   //         reservation is then left alone: it is that other hold's).
-  std::optional<hold_type> make_hold(const Key& key, const AcquireResult& r, const Terms& terms,
+  // A generated owner's reservation is moved out of `r` into the hold (no second hold of it can
+  // exist); otherwise `r` is left as it was.
+  std::optional<hold_type> make_hold(const Key& key, AcquireResult& r, const Terms& terms,
                                      const ClaimOptions& options, TimePoint now, EventKind kind,
                                      bool waited) const {
     Core& core = *core_;
+    using Owner = detail::LeaseTerms::Owner;
+    const Owner owner = kind == EventKind::adopted ? Owner::adopted
+                        : options.owner            ? Owner::chosen
+                                                   : Owner::generated;
     std::shared_ptr<detail::Lease> lease;
     try {
-      using Owner = detail::LeaseTerms::Owner;
-      const Owner owner = kind == EventKind::adopted ? Owner::adopted
-                          : options.owner            ? Owner::chosen
-                                                     : Owner::generated;
-      lease = core.heartbeat.add(
-          key, r.reservation,
-          detail::LeaseTerms{terms.interval, terms.ttl, options.tag, options.alive, owner}, now);
+      const auto make = [&](Reservation&& held) {
+        return std::make_shared<detail::Lease>(key, terms.borrow_key, std::move(held),
+                                               terms.interval, terms.ttl, options.tag,
+                                               options.alive, owner);
+      };
+      lease = owner == Owner::generated ? make(std::move(r.reservation))
+                                        : make(Reservation(r.reservation));
+      if (!core.heartbeat.add(lease, now)) return std::nullopt;
     } catch (...) {  // no heartbeat, no hold: give the reservation back at once
       try {
-        core.storage.release(key, r.reservation);
+        core.storage.release(key, lease ? lease->reservation : r.reservation);
       } catch (...) {
       }
       throw;
     }
-    if (!lease) return std::nullopt;
+    const Reservation& held = lease->reservation;
     detail::Counters::bump(kind == EventKind::adopted ? core.counters.adoptions
                                                       : core.counters.executions);
     if (r.previous) detail::Counters::bump(core.counters.takeovers);
     if (core.options.listener) {
       Event e;
       e.key = &key;
-      e.owner = r.reservation.owner;
-      e.token = r.reservation.token;
-      e.expires_at = r.reservation.expires_at;
+      e.owner = held.owner;
+      e.token = held.token;
+      e.expires_at = held.expires_at;
       e.tag = options.tag;
       if (r.previous) {
         e.kind = EventKind::took_over;
@@ -1285,8 +1303,8 @@ class ReservationManager {
   }
 
   // An event about another holder (`waiting`, `held`), from the point of view of `owner`.
-  void emit_about(const Key& key, const std::string& owner, const Reservation& holder,
-                  EventKind kind, std::string_view tag) const {
+  void emit_about(const Key& key, std::string_view owner, const Reservation& holder, EventKind kind,
+                  std::string_view tag) const {
     Event e;
     e.kind = kind;
     e.key = &key;
@@ -1298,7 +1316,7 @@ class ReservationManager {
     core_->emit(e);
   }
 
-  void emit_woke(const Key& key, const std::string& owner, const char* why,
+  void emit_woke(const Key& key, std::string_view owner, const char* why,
                  std::string_view tag) const {
     Event e;
     e.kind = EventKind::woke;

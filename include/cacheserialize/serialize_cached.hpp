@@ -329,7 +329,7 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
           break;
       }
     }
-    auto claim = s.manager.acquire_or_wait(key, claim_options);
+    auto claim = s.manager.acquire_or_wait(key, claim_options, true);  // `key` outlives it
     if (claim.is_hit()) {
       std::optional<R> hit;
       if (read(s, key, claim.output(), hit) == Found::value) return std::move(*hit);
@@ -360,7 +360,7 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
   // than running the function once each in turn.
   static R recompute(const State& s, const Key& key, ClaimOptions claim_options, Args&&... args) {
     claim_options.overwrite = true;  // acquire over the unreadable output: never a hit
-    auto claim = s.manager.acquire_or_wait(key, claim_options);
+    auto claim = s.manager.acquire_or_wait(key, claim_options, true);  // `key` outlives it
     auto& hold = claim.hold();
     if (std::optional<StoredOutput> out = s.manager.core_->storage.get(key)) {
       std::optional<R> value;

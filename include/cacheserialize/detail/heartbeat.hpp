@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -48,23 +49,51 @@ struct LeaseTerms {
   enum class Owner { generated, chosen, adopted } owner = Owner::generated;
 };
 
-/// One held reservation, as the heartbeat sees it.
-struct Lease {
-  Lease(Key k, Reservation r, LeaseTerms t)
-      : key(std::move(k)),
+/// One held reservation, as the heartbeat sees it. Made with std::make_shared.
+struct Lease : std::enable_shared_from_this<Lease> {
+  /// Copies the terms' fields in place. `r` is moved from only once nothing else can throw, so
+  /// that a failed construction leaves it to the caller (who releases it).
+  /// @param borrow whether to refer to `k` instead of copying it: only for a holder that removes
+  ///        the lease (Heartbeat::remove) before `k` is gone, and never lets another thread see
+  ///        the lease but the heartbeat, which copies the key before it first uses it.
+  Lease(const Key& k, bool borrow, Reservation&& r, Duration interval, Duration ttl,
+        const std::string& tag, const std::function<bool()>& alive, LeaseTerms::Owner owner)
+      : terms{interval, ttl, tag, alive, owner},
+        owned_(borrow ? std::nullopt : std::optional<Key>(k)),
+        key_(borrow ? &k : &*owned_),
         reservation(std::move(r)),
-        terms(std::move(t)),
         expires_at(to_unix_nanos(reservation.expires_at)) {}
 
-  const Key key;
-  const Reservation reservation;  // owner and token never change; expiry is `expires_at`
+  /// @return the key held: the holder's own while borrowed, else the lease's copy.
+  const Key& key() const noexcept { return *key_.load(std::memory_order_acquire); }
+  /// Copies a borrowed key into the lease. Called by the heartbeat under its mutex, before the
+  /// heartbeat thread uses the lease: the holder's key is alive while the lease is registered.
+  void own_key() {
+    if (owned_) return;
+    owned_.emplace(*key_.load(std::memory_order_relaxed));
+    key_.store(&*owned_, std::memory_order_release);
+  }
+
   const LeaseTerms terms;
+
+ private:
+  std::optional<Key> owned_;  // written once, by the constructor or own_key
+  std::atomic<const Key*> key_;
+
+ public:
+  const Reservation reservation;         // owner and token never change; expiry is `expires_at`
   std::atomic<std::int64_t> expires_at;  // latest expiry, nanoseconds since the epoch
   std::atomic<bool> lost{false};         // an extension found another owner (or none)
   std::atomic<bool> removed{false};      // the holder is done: results about it are moot
 
-  // Scheduling, guarded by the heartbeat's mutex.
+  // Scheduling, guarded by the heartbeat's mutex. A new lease is only linked into the list of
+  // fresh ones (no allocation); the heartbeat thread moves it onto the schedule when the first
+  // fresh lease falls due or it extends others, so a hold that finishes sooner never reaches it.
   bool scheduled = false;
+  bool fresh = false;
+  TimePoint due{};              // while fresh: when the first extension is due
+  Lease* fresh_prev = nullptr;  // the heartbeat's list of fresh leases
+  Lease* fresh_next = nullptr;
   bool indexed = false;   // in the heartbeat's index of chosen and adopted owners
   Lease* prev = nullptr;  // the heartbeat's list of every lease not yet removed
   Lease* next = nullptr;
@@ -79,7 +108,7 @@ struct LeaseIdHash {
 };
 struct LeaseIdEqual {
   bool operator()(const Lease* a, const Lease* b) const noexcept {
-    return a->reservation.owner == b->reservation.owner && a->key == b->key;
+    return a->reservation.owner == b->reservation.owner && a->key() == b->key();
   }
 };
 
@@ -112,21 +141,19 @@ class Heartbeat {
 
   /// Starts extending a reservation acquired at `acquired_at`; the first extension is due one
   /// interval after it. Starts the thread on first use.
-  /// @return the lease; null if this heartbeat already extends a reservation of that owner on
-  ///         that key (a second lease would be a second holder), as far as `terms.owner` says
-  ///         it can be.
+  /// @param lease a new lease (std::make_shared), added once.
+  /// @return false if this heartbeat already extends a reservation of that owner on that key (a
+  ///         second lease would be a second holder), as far as `terms.owner` says it can be.
   /// @throws std::system_error if the thread cannot be started (the lease is then not added).
-  std::shared_ptr<Lease> add(const Key& key, const Reservation& r, LeaseTerms terms,
-                             TimePoint acquired_at) {
-    auto lease = std::make_shared<Lease>(key, r, std::move(terms));
+  bool add(const std::shared_ptr<Lease>& lease, TimePoint acquired_at) {
     const TimePoint due = saturating_add(acquired_at, lease->terms.interval);
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (lease->terms.owner == LeaseTerms::Owner::adopted && in_list(*lease)) return nullptr;
+      if (lease->terms.owner == LeaseTerms::Owner::adopted && in_list(*lease)) return false;
       if (lease->terms.owner != LeaseTerms::Owner::generated) {
         lease->id_hash = std::hash<std::string>()(lease->reservation.owner);
-        if (!indexed_.insert(lease.get()).second) return nullptr;
+        if (!indexed_.insert(lease.get()).second) return false;
         lease->indexed = true;
       }
       try {
@@ -139,12 +166,16 @@ class Heartbeat {
       if (all_) all_->prev = lease.get();
       all_ = lease.get();
       ++count_;
-      lease->where = schedule_.emplace(due, lease);
-      lease->scheduled = true;
+      lease->due = due;
+      lease->fresh = true;
+      lease->fresh_next = fresh_;
+      if (fresh_) fresh_->fresh_prev = lease.get();
+      fresh_ = lease.get();
+      fresh_due_ = std::min(fresh_due_, due);
       wake = due < sleeping_until_;
     }
     if (wake) wake_.notify();
-    return lease;
+    return true;
   }
 
   /// Stops extending `lease`, once. Call it before releasing the reservation, so that a failed
@@ -153,6 +184,13 @@ class Heartbeat {
     if (lease.removed.exchange(true)) return;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (lease.fresh) {
+        (lease.fresh_prev ? lease.fresh_prev->fresh_next : fresh_) = lease.fresh_next;
+        if (lease.fresh_next) lease.fresh_next->fresh_prev = lease.fresh_prev;
+        lease.fresh_prev = lease.fresh_next = nullptr;
+        lease.fresh = false;
+        if (!fresh_) fresh_due_ = TimePoint::max();
+      }
       if (lease.scheduled) {
         schedule_.erase(lease.where);
         lease.scheduled = false;
@@ -178,7 +216,12 @@ class Heartbeat {
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
       const TimePoint now = core_.clock.now();
-      if (!schedule_.empty() && schedule_.begin()->first <= now) {
+      const bool beat_due = !schedule_.empty() && schedule_.begin()->first <= now;
+      if (fresh_ && (beat_due || fresh_due_ <= now)) {
+        schedule_fresh();
+        continue;
+      }
+      if (beat_due) {
         std::vector<std::shared_ptr<Lease>> due = take_due(now);
         lock.unlock();  // storage calls may be slow: never hold the schedule across them
         if constexpr (batches()) {
@@ -194,13 +237,29 @@ class Heartbeat {
         }
         continue;
       }
-      sleeping_until_ = schedule_.empty() ? TimePoint::max() : schedule_.begin()->first;
+      sleeping_until_ =
+          std::min(fresh_due_, schedule_.empty() ? TimePoint::max() : schedule_.begin()->first);
       wake_.reset();
       lock.unlock();
       core_.clock.wait_until(wake_, sleeping_until_);
       lock.lock();
       sleeping_until_ = TimePoint::min();  // awake: a new lease is seen at the top of the loop
     }
+  }
+
+  // Moves every fresh lease onto the schedule, each at its first due time. Called with mu_
+  // held: a fresh lease is alive (its holder removes it before letting it go).
+  void schedule_fresh() {
+    for (Lease* l = std::exchange(fresh_, nullptr); l;) {
+      Lease* const next = std::exchange(l->fresh_next, nullptr);
+      l->fresh_prev = nullptr;
+      l->fresh = false;
+      l->own_key();
+      l->where = schedule_.emplace(l->due, l->shared_from_this());
+      l->scheduled = true;
+      l = next;
+    }
+    fresh_due_ = TimePoint::max();
   }
 
   // Takes the leases due at `now` off the schedule; with batches, also those due within a tenth
@@ -232,7 +291,7 @@ class Heartbeat {
     const TimePoint now = core_.clock.now();
     Counters::bump(core_.counters.heartbeat_batches);
     try {
-      settle(lease, core_.storage.extend(lease.key, lease.reservation, now, lease.terms.ttl));
+      settle(lease, core_.storage.extend(lease.key(), lease.reservation, now, lease.terms.ttl));
     } catch (...) {
       failed(lease, std::current_exception());
     }
@@ -255,7 +314,7 @@ class Heartbeat {
       const std::size_t end = std::min(live.size(), begin + kMaxBatch);
       batch.clear();
       for (std::size_t i = begin; i < end; ++i) {
-        batch.push_back(Extension{&live[i]->key, &live[i]->reservation, live[i]->terms.ttl});
+        batch.push_back(Extension{&live[i]->key(), &live[i]->reservation, live[i]->terms.ttl});
       }
       const TimePoint now = core_.clock.now();
       Counters::bump(core_.counters.heartbeat_batches);
@@ -333,7 +392,7 @@ class Heartbeat {
     if (lease.lost.exchange(true)) return;
     std::string what;
     try {
-      what = to_string(core_.storage.release(lease.key, lease.reservation));
+      what = to_string(core_.storage.release(lease.key(), lease.reservation));
     } catch (const std::exception& ex) {  // it expires on its own
       what = std::string("the release failed, the reservation expires on its own: ") + ex.what();
     } catch (...) {
@@ -348,7 +407,7 @@ class Heartbeat {
 
   static Event event_of(const Lease& lease) {
     Event e;
-    e.key = &lease.key;
+    e.key = &lease.key();
     e.owner = lease.reservation.owner;
     e.token = lease.reservation.token;
     e.tag = lease.terms.tag;
@@ -368,7 +427,9 @@ class Heartbeat {
   mutable std::mutex mu_;  // guards everything below; never held across storage or listener calls
   std::multimap<TimePoint, std::shared_ptr<Lease>> schedule_;
   std::unordered_set<const Lease*, LeaseIdHash, LeaseIdEqual> indexed_;  // chosen, adopted owners
-  Lease* all_ = nullptr;  // every lease not yet removed, newest first
+  Lease* all_ = nullptr;                    // every lease not yet removed, newest first
+  Lease* fresh_ = nullptr;                  // leases not yet on the schedule, newest first
+  TimePoint fresh_due_ = TimePoint::max();  // at most the earliest due among them
   std::size_t count_ = 0;
   TimePoint sleeping_until_ = TimePoint::min();
   bool stop_ = false;

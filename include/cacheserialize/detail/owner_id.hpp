@@ -9,9 +9,11 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
 
 #if defined(_WIN32)
 #include <process.h>
@@ -88,30 +90,60 @@ inline std::string process_owner_prefix() {
   return prefix;
 }
 
-/// @return a new owner id, never returned before in this process.
-inline std::string new_owner_id() {
-  static std::atomic<std::uint64_t> counter{0};
-  // Each thread keeps the prefix: checking the pid on every call is a system call (glibc does
-  // not cache getpid), which cost as much as the rest of a miss. Forks bump fork_generation().
-  struct Cached {
-    std::uint64_t generation = ~std::uint64_t{0};
-    std::string prefix;
-  };
-  thread_local Cached cached;
-  const std::uint64_t generation = fork_generation().load(std::memory_order_relaxed);
-  if (cached.generation != generation) {
-    cached.prefix = process_owner_prefix();
-    cached.generation = generation;
+/// A new owner id written into this object (no allocation when it fits, as generated ids do
+/// unless the host name is long): what a claim needs only as a view for its own duration.
+/// Each thread takes counter values from the process's counter in blocks, so that threads
+/// making ids at once do not all write one shared cache line.
+class OwnerIdBuffer {
+ public:
+  OwnerIdBuffer() {
+    static std::atomic<std::uint64_t> counter{0};
+    // Each thread keeps the prefix: checking the pid on every call is a system call (glibc does
+    // not cache getpid), which cost as much as the rest of a miss. Forks bump fork_generation().
+    struct Cached {
+      std::uint64_t generation = ~std::uint64_t{0};
+      std::string prefix;
+      std::uint64_t next = 0;  // the thread's next counter value, up to `end` (excluded)
+      std::uint64_t end = 0;
+    };
+    thread_local Cached cached;
+    const std::uint64_t generation = fork_generation().load(std::memory_order_relaxed);
+    if (cached.generation != generation) {
+      cached.prefix = process_owner_prefix();
+      cached.generation = generation;
+    }
+    if (cached.next == cached.end) {
+      cached.next = counter.fetch_add(kBlock, std::memory_order_relaxed) + 1;
+      cached.end = cached.next + kBlock;
+    }
+    char digits[24];
+    const auto n = std::to_chars(digits, digits + sizeof digits, cached.next++).ptr;
+    const std::size_t size = cached.prefix.size() + 1 + static_cast<std::size_t>(n - digits);
+    char* out = buf_;
+    if (size > sizeof buf_) {
+      overflow_.resize(size);
+      out = overflow_.data();
+    }
+    std::memcpy(out, cached.prefix.data(), cached.prefix.size());
+    out[cached.prefix.size()] = ':';
+    std::memcpy(out + cached.prefix.size() + 1, digits, static_cast<std::size_t>(n - digits));
+    view_ = std::string_view(out, size);
   }
-  char digits[24];
-  const auto n = std::to_chars(digits, digits + sizeof digits,
-                               counter.fetch_add(1, std::memory_order_relaxed) + 1)
-                     .ptr;
-  std::string id;
-  id.reserve(cached.prefix.size() + 1 + static_cast<std::size_t>(n - digits));
-  id.append(cached.prefix).append(1, ':').append(digits, n);
-  return id;
-}
+  OwnerIdBuffer(const OwnerIdBuffer&) = delete;
+  OwnerIdBuffer& operator=(const OwnerIdBuffer&) = delete;
+
+  /// @return the id; valid while this object lives.
+  std::string_view view() const noexcept { return view_; }
+
+ private:
+  static constexpr std::uint64_t kBlock = 256;  // counter values a thread takes at a time
+  char buf_[96];
+  std::string overflow_;  // for an id longer than buf_
+  std::string_view view_;
+};
+
+/// @return a new owner id, never returned before in this process.
+inline std::string new_owner_id() { return std::string(OwnerIdBuffer().view()); }
 
 /// A small, fast per-thread generator for jitter (not for anything secret).
 inline std::uint64_t jitter_random() noexcept {

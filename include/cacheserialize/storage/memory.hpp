@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -684,8 +685,36 @@ class InMemoryStorage {
     return charge;
   }
 
+  // The key's hash: 8 bytes at a time, each mixed in by a multiplication, then splitmix64's
+  // finalizer, so that the high bits (the shard) and the low bits (the bucket) both depend on
+  // every byte. A third of std::hash's instructions on a key of 40 bytes; a miss hashes its key
+  // three times (look, acquire, store), a hit once.
   static std::size_t hash_of(const Key& key) noexcept {
-    return std::hash<std::string_view>{}(key.encoded());
+    const std::string& s = key.encoded();
+    const char* p = s.data();
+    const std::size_t n = s.size();
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+    const auto mix = [&h](std::uint64_t w) {
+      h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+      h ^= h >> 32;
+    };
+    std::uint64_t w = 0;
+    if (n >= 8) {
+      for (std::size_t i = 0; i + 8 <= n; i += 8) {
+        std::memcpy(&w, p + i, 8);
+        mix(w);
+      }
+      if (n % 8 != 0) {
+        std::memcpy(&w, p + n - 8, 8);  // the last 8 bytes, overlapping the last word
+        mix(w);
+      }
+    } else {
+      for (std::size_t i = 0; i < n; ++i) w = (w << 8) | static_cast<unsigned char>(p[i]);
+      mix(w);
+    }
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return static_cast<std::size_t>(h ^ (h >> 31));
   }
 
   // The hash's high 32 bits scaled to the shard count (a shard count that fits in memory fits in
