@@ -147,8 +147,10 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 )lua";
 
-// KEYS: out res fence at. ARGV: owner, token, channel, origin, output_ttl_ms ('0': none), payload,
-// retry ('1': this is the operation's second attempt, after its connection broke; else '0').
+// KEYS: out res fence at. ARGV: "<retry><output_ttl_ms> <token> <db> <origin> <owner>", payload.
+// retry is '1' if this is the operation's second attempt, after its connection broke, else '0';
+// output_ttl_ms '0' is none; the channel is the keys' base (KEYS[1] without ":out") + ":wake:<db>".
+// Packed into one argument, as acquire's: a miss runs this script on every call.
 // -> {1} stored | {0[, token, expires_ns, owner]} rejected (with the current holder, if any)
 // Fencing: only the current reservation, or the caller's own that expired with nobody taking
 // the key since, may store. A reservation that already stored is no longer current: a second
@@ -156,21 +158,24 @@ return 1
 // with its connection (the fence names this reservation, stored, and the output there is this
 // very payload: the first attempt wrote it) reports stored, without writing again.
 inline constexpr const char* kRedisStore = R"lua(
+local retry, ttl, token, db, origin, owner =
+  string.match(ARGV[1], '^(.)(%d+) (%d+) (%d+) (%S+) (.*)$')
+if not retry then error({err = 'ERR cacheserialize: malformed store arguments'}) end
 local tok, exp, own = reservation(KEYS[2])
 if tok then
-  if tok ~= ARGV[2] or own ~= ARGV[1] then return {0, tok, exp, own} end
+  if tok ~= token or own ~= owner then return {0, tok, exp, own} end
 else
   local n, o, s = fence(KEYS[3])
-  if n ~= ARGV[2] or o ~= ARGV[1] or (s ~= 'l' and s ~= 's') then return {0} end
+  if n ~= token or o ~= owner or (s ~= 'l' and s ~= 's') then return {0} end
   if s == 's' then
-    if ARGV[7] == '1' and redis.call('GET', KEYS[1]) == ARGV[6] then return {1} end
+    if retry == '1' and redis.call('GET', KEYS[1]) == ARGV[2] then return {1} end
     return {0}
   end
 end
-set_output(KEYS[1], KEYS[4], ARGV[6], ARGV[5])
+set_output(KEYS[1], KEYS[4], ARGV[2], ttl)
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[3], 's', 's')
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('PUBLISH', string.sub(KEYS[1], 1, -5) .. ':wake:' .. db, origin)
 return {1}
 )lua";
 

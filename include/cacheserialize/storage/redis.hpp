@@ -231,15 +231,18 @@ class RedisStorage {
   StoreResult store_and_release(const Key& key, const Reservation& mine, StoredOutput output,
                                 TimePoint /*now*/) {
     const Keys k(*this, key);
-    const std::string tok = std::to_string(mine.token);
+    // One argument for the script (kRedisStore) but the payload:
+    // "<retry><output_ttl_ms> <token> <db> <origin> <owner>", retry ('0' or '1') set per attempt.
+    const State& s = *state_;
+    std::string arg = "0" + s.output_ttl_px + ' ' + std::to_string(mine.token) + ' ' +
+                      std::to_string(s.options.database) + ' ' + s.origin + ' ' + mine.owner;
     const std::string payload = with_magic(output.bytes);
     int attempts = 0;  // run calls the lambda a second time only to retry on a new connection
     StoreResult result = run(key, "store", [&](detail::RedisConnection& c) {
-      const bool retry = attempts++ > 0;
+      arg[0] = attempts++ > 0 ? '1' : '0';
       detail::RedisReplyPtr r =
           eval(c, state_->store, {k.output(), k.reservation(), k.fence(), k.stored_at()},
-               {mine.owner, tok, k.channel(), state_->origin, state_->output_ttl_px, payload,
-                retry ? "1" : "0"});
+               {std::string_view(arg), std::string_view(payload)});
       StoreResult out;
       if (code(*r) == 1) {
         out.status = StoreStatus::stored;
