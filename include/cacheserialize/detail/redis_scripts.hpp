@@ -22,8 +22,8 @@
 // The braces are a hash tag, so the three keys of one cache key share a cluster slot.
 //
 // Each script is kRedisPrelude followed by its body (acquire: its hit path, the prelude, the rest).
-// Replies are arrays whose first element is a status code; tokens travel as decimal strings (a Lua
-// number would lose digits past 2^53).
+// Replies are arrays whose first element is a status code (but a hit of acquire: the output
+// itself); tokens travel as decimal strings (a Lua number would lose digits past 2^53).
 
 namespace cacheserialize {
 namespace detail {
