@@ -1,8 +1,10 @@
 // RedisStorage against bare round trips to the same server: a hit against one GET of a value of
-// the output's size, a miss against a GET and a SET (look, then store), an extension against one
-// GET; each baseline on a connection of its own. The server is a real redis-server on loopback,
-// started once per binary by the tests' fixture (tests/redis/redis_server.hpp) and stopped at
-// exit; when it cannot start, the benchmarks skip (fail under CACHESERIALIZE_REQUIRE_SERVERS).
+// the output's size, a miss against a hand-written lock (SET NX PX a lock key, SET the value, DEL
+// the lock: what a cache that runs each key once writes without a library), an extension
+// against one GET; each baseline on a connection of its own. The server is a real redis-server on
+// loopback, started once per binary by the tests' fixture (tests/redis/redis_server.hpp) and
+// stopped at exit; when it cannot start, the benchmarks skip (fail under
+// CACHESERIALIZE_REQUIRE_SERVERS).
 
 #include <cacheserialize/storage/redis.hpp>
 #include <cstdint>
@@ -54,18 +56,22 @@ void get(benchmark::State& state, const char* counter_name) {
   });
 }
 
-/// A key never used before: GET (nil), then SET.
-void get_set(benchmark::State& state) {
+/// A key never used before, under a hand-written lock: SET lock NX PX, SET the value, DEL lock.
+void lock_set_unlock(benchmark::State& state) {
   World* w = world.get(state);
   if (!w) return;
   bench::guarded(state, [&] {
     for (auto _ : state) {
       const std::string key = "raw:miss:" + std::to_string(bench::unique_number());
-      if (w->raw.command({"GET", key}) != "(nil)") throw std::runtime_error("the key exists");
+      const std::string lock = key + ":lock";
+      if (w->raw.command({"SET", lock, "owner", "NX", "PX", "30000"}) != "OK") {
+        throw std::runtime_error("the lock is taken");
+      }
       benchmark::DoNotOptimize(w->raw.command({"SET", key, bench::Payload{}(7)}));
+      benchmark::DoNotOptimize(w->raw.command({"DEL", lock}));
     }
     bench::per_call(state, "round_trips_per_miss",
-                    2 * static_cast<std::uint64_t>(state.iterations()), 2);
+                    3 * static_cast<std::uint64_t>(state.iterations()), 3);
   });
 }
 
@@ -74,12 +80,21 @@ void get_set(benchmark::State& state) {
 void bench::register_benchmarks() {
   constexpr int kQuickCalls = 50;
   bench::add("redis_hit/1_key/get", kQuickCalls, get, "round_trips_per_hit");
-  bench::add("redis_miss/unique_keys/get_set", kQuickCalls, get_set);
+  bench::add("redis_miss/unique_keys/lock_set_unlock", kQuickCalls, lock_set_unlock);
   bench::add("redis_extend/1_key/get", kQuickCalls, get, "round_trips_per_extension");
   bench::add_library_cases<cs::RedisStorage>("redis", world, kQuickCalls);
-  bench::compare({"redis_hit/1_key", "get", "", "", 0, 0, false, {"round_trips_per_hit"}});
+  // Issue 14's targets are calls/s under load (>= 0.9x the GET's for a hit, >= 0.95x the lock's
+  // for a miss); here, one thread, as time per call.
   bench::compare(
-      {"redis_miss/unique_keys", "get_set", "", "", 0, 0, false, {"round_trips_per_miss"}});
+      {"redis_hit/1_key", "get", "", "<= 1.11x", 1.11, 0, false, {"round_trips_per_hit"}});
+  bench::compare({"redis_miss/unique_keys",
+                  "lock_set_unlock",
+                  "",
+                  "<= 1.05x",
+                  1.05,
+                  0,
+                  false,
+                  {"round_trips_per_miss"}});
   bench::compare({"redis_extend/1_key", "get", "", "", 0, 0, false, {"round_trips_per_extension"}});
 
   // Heartbeats (issue 12: 5): many holds kept alive against the server, with and without batches.

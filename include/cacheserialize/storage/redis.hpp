@@ -123,21 +123,26 @@ class RedisStorage {
   /// The stored output, or get-or-extend of the reservation, in one round trip.
   /// @throws storage_error if the server cannot be reached or refuses.
   AcquireResult acquire(const Key& key, const AcquireRequest& req) {
-    const RedisKeyNames n = names(key);
+    const Keys k(*this, key);
     const TimePoint expires = detail::saturating_add(req.now, req.ttl);
-    const std::string expires_ns = std::to_string(to_unix_nanos(expires));
-    const std::string px = detail::to_px(req.ttl);
+    // One argument for the script (kRedisAcquire): "<overwrite><ttl_ms> <expires_ns> <owner>".
+    std::string arg(1, req.overwrite ? '1' : '0');
+    arg += detail::to_px(req.ttl);
+    arg += ' ';
+    arg += std::to_string(to_unix_nanos(expires));
+    arg += ' ';
+    arg += req.owner;
     bool corrupt = false;
     AcquireResult result = run(key, "acquire", [&](detail::RedisConnection& c) {
-      detail::RedisReplyPtr r =
-          eval(c, state_->acquire, {n.output, n.reservation, n.fence},
-               {req.owner, px, req.overwrite ? "1" : "0", expires_ns, magic()});
+      detail::RedisReplyPtr r = eval(c, state_->acquire, {k.output(), k.reservation(), k.fence()},
+                                     {std::string_view(arg)});
       AcquireResult out;
+      if (r->type == REDIS_REPLY_STRING) {  // the stored output, header and all
+        out.status = AcquireStatus::hit;
+        out.output = StoredOutput::from_bytes(without_magic(*r));
+        return out;
+      }
       switch (code(*r)) {
-        case 0:
-          out.status = AcquireStatus::hit;
-          out.output = StoredOutput::from_bytes(without_magic(at(*r, 1)));
-          return out;
         case 1:
           out.status = AcquireStatus::acquired;
           out.reservation = Reservation{std::string(req.owner), token(at(*r, 1)), expires};
@@ -156,7 +161,7 @@ class RedisStorage {
           protocol_error("acquire");
       }
     });
-    if (corrupt) report_corrupt(key, n.output);
+    if (corrupt) report_corrupt(key, std::string(k.output()));
     return result;
   }
 
@@ -227,16 +232,19 @@ class RedisStorage {
   /// @throws storage_error if the server cannot be reached or refuses (e.g. out of memory).
   StoreResult store_and_release(const Key& key, const Reservation& mine, StoredOutput output,
                                 TimePoint /*now*/) {
-    const RedisKeyNames n = names(key);
-    const std::string tok = std::to_string(mine.token);
+    const Keys k(*this, key);
+    // One argument for the script (kRedisStore) but the payload:
+    // "<retry><output_ttl_ms> <token> <db> <origin> <owner>", retry ('0' or '1') set per attempt.
+    const State& s = *state_;
+    std::string arg = "0" + s.output_ttl_px + ' ' + std::to_string(mine.token) + ' ' +
+                      std::to_string(s.options.database) + ' ' + s.origin + ' ' + mine.owner;
     const std::string payload = with_magic(output.bytes);
     int attempts = 0;  // run calls the lambda a second time only to retry on a new connection
     StoreResult result = run(key, "store", [&](detail::RedisConnection& c) {
-      const bool retry = attempts++ > 0;
+      arg[0] = attempts++ > 0 ? '1' : '0';
       detail::RedisReplyPtr r =
-          eval(c, state_->store, {n.output, n.reservation, n.fence, n.stored_at},
-               {mine.owner, tok, n.channel, state_->origin, state_->output_ttl_px, payload,
-                retry ? "1" : "0"});
+          eval(c, state_->store, {k.output(), k.reservation(), k.fence(), k.stored_at()},
+               {std::string_view(arg), std::string_view(payload)});
       StoreResult out;
       if (code(*r) == 1) {
         out.status = StoreStatus::stored;
@@ -245,7 +253,8 @@ class RedisStorage {
       }
       return out;
     });
-    if (result.status == StoreStatus::stored) state_->subscriber->notify_local(n.channel);
+    if (result.status == StoreStatus::stored)
+      state_->subscriber->notify_local(std::string(k.channel()));
     return result;
   }
 
@@ -376,8 +385,8 @@ class RedisStorage {
   /// @return the Redis names `key` uses.
   RedisKeyNames names(const Key& key) const {
     const std::string base = state_->options.key_prefix + "{" + key.digest() + "}";
-    return RedisKeyNames{base + ":out", base + ":res", base + ":fence",
-                         base + ":wake:" + std::to_string(state_->options.database), base + ":at"};
+    return RedisKeyNames{base + ":out", base + ":res", base + ":fence", base + state_->wake,
+                         base + ":at"};
   }
 
   /// @return a snapshot of the counters (round trips, connections, script loads...).
@@ -399,10 +408,44 @@ class RedisStorage {
  private:
   using Failure = detail::RedisFailure;
 
+  // The Redis names of one cache key in one buffer: what `names` gives, without its five
+  // allocations, for the operations every call makes.
+  class Keys {
+   public:
+    Keys(const RedisStorage& s, const Key& key) {
+      const std::string& prefix = s.state_->options.key_prefix;
+      const std::string digest = key.digest();
+      const char* const suffix[] = {":out", ":res", ":fence", ":at", s.state_->wake.c_str()};
+      buf_.reserve(5 * (prefix.size() + digest.size() + 2) + 17 + s.state_->wake.size());
+      for (std::size_t i = 0; i < 5; ++i) {
+        start_[i] = buf_.size();
+        buf_ += prefix;
+        buf_ += '{';
+        buf_ += digest;
+        buf_ += '}';
+        buf_ += suffix[i];
+      }
+      start_[5] = buf_.size();
+    }
+    std::string_view output() const { return name(0); }
+    std::string_view reservation() const { return name(1); }
+    std::string_view fence() const { return name(2); }
+    std::string_view stored_at() const { return name(3); }
+    std::string_view channel() const { return name(4); }
+
+   private:
+    std::string_view name(std::size_t i) const {
+      return std::string_view(buf_).substr(start_[i], start_[i + 1] - start_[i]);
+    }
+    std::string buf_;
+    std::size_t start_[6] = {};
+  };
+
   // A script, run by EVALSHA once loaded; after a NOSCRIPT (a flushed script cache, a restarted
   // server) by EVAL, which both runs it and loads it again.
   struct Script {
-    explicit Script(const char* b) : body(std::string(detail::kRedisPrelude) + b) {}
+    explicit Script(const char* b, const char* head = "")
+        : body(head + std::string(detail::kRedisPrelude) + b) {}
     const std::string body;
     std::string sha;  // written once, before State::loaded is set
   };
@@ -412,6 +455,7 @@ class RedisStorage {
           endpoint(detail::redis_endpoint(options)),
           origin(make_origin()),
           output_ttl_px(options.output_ttl ? detail::to_px(*options.output_ttl) : "0"),
+          wake(":wake:" + std::to_string(options.database)),
           counters(std::make_shared<detail::RedisCounters>()),
           pool(options, *counters),
           subscriber(std::make_shared<detail::RedisSubscriber>(options, origin, counters)) {}
@@ -420,10 +464,11 @@ class RedisStorage {
     const std::string endpoint;  // for messages: where, never the password
     const std::string origin;    // this state's id in the messages it publishes
     const std::string output_ttl_px;
+    const std::string wake;  // the suffix of a key's channel
     const std::shared_ptr<detail::RedisCounters> counters;
     detail::RedisPool pool;
     const std::shared_ptr<detail::RedisSubscriber> subscriber;
-    Script acquire{detail::kRedisAcquire};
+    Script acquire{detail::kRedisAcquire, detail::kRedisAcquireHit};
     Script extend{detail::kRedisExtend};
     Script release{detail::kRedisRelease};
     Script store{detail::kRedisStore};
@@ -503,30 +548,39 @@ class RedisStorage {
   detail::RedisReplyPtr eval(detail::RedisConnection& c, Script& script,
                              std::initializer_list<std::string_view> keys,
                              std::initializer_list<std::string_view> args) const {
-    return eval(c, script, std::vector<std::string_view>(keys.begin(), keys.end()), args);
+    return eval(c, script, keys.begin(), keys.size(), args);
   }
   detail::RedisReplyPtr eval(detail::RedisConnection& c, Script& script,
                              const std::vector<std::string>& keys,
                              std::initializer_list<std::string_view> args) const {
-    return eval(c, script, std::vector<std::string_view>(keys.begin(), keys.end()), args);
+    const std::vector<std::string_view> views(keys.begin(), keys.end());
+    return eval(c, script, views.data(), views.size(), args);
   }
+  // EVALSHA sha nkeys keys... args...; on NOSCRIPT, EVAL body with the same arguments. The
+  // command is built on the stack when it is short (every operation but prune).
   detail::RedisReplyPtr eval(detail::RedisConnection& c, Script& script,
-                             const std::vector<std::string_view>& keys,
+                             const std::string_view* keys, std::size_t nkeys,
                              std::initializer_list<std::string_view> args) const {
-    const std::string nkeys = std::to_string(keys.size());
-    std::vector<std::string_view> argv;
-    argv.reserve(3 + keys.size() + args.size());
-    argv.push_back("EVALSHA");
-    argv.push_back(sha(c, script));
-    argv.push_back(nkeys);
-    argv.insert(argv.end(), keys.begin(), keys.end());
-    argv.insert(argv.end(), args.begin(), args.end());
-    detail::RedisReplyPtr r = c.command(argv);
+    const std::string count = std::to_string(nkeys);
+    const std::size_t n = 3 + nkeys + args.size();
+    std::string_view small[16];
+    std::vector<std::string_view> big;
+    std::string_view* argv = small;
+    if (n > std::size(small)) {
+      big.resize(n);
+      argv = big.data();
+    }
+    argv[0] = "EVALSHA";
+    argv[1] = sha(c, script);
+    argv[2] = count;
+    std::copy(keys, keys + nkeys, argv + 3);
+    std::copy(args.begin(), args.end(), argv + 3 + nkeys);
+    detail::RedisReplyPtr r = c.command(argv, argv + n);
     if (noscript(*r)) {
       detail::Counters::bump(state_->counters->script_loads);
       argv[0] = "EVAL";
       argv[1] = script.body;
-      r = c.command(argv);
+      r = c.command(argv, argv + n);
     }
     if (r->type == REDIS_REPLY_ERROR) server_error(*r);
     return r;

@@ -21,15 +21,15 @@
 //               store, put, release or erase.
 // The braces are a hash tag, so the three keys of one cache key share a cluster slot.
 //
-// Each script is kRedisPrelude followed by its body. Replies are arrays whose first element is a
-// status code; tokens travel as decimal strings
-// (a Lua number would lose digits past 2^53).
+// Each script is kRedisPrelude followed by its body (acquire: its hit path, the prelude, the rest).
+// Replies are arrays whose first element is a status code (but a hit of acquire: the output
+// itself); tokens travel as decimal strings (a Lua number would lose digits past 2^53).
 
 namespace cacheserialize {
 namespace detail {
 
 /// The header every stored output starts with; a value without it was not written by this
-/// storage (a corrupt or foreign value) and is treated as a miss.
+/// storage (a corrupt or foreign value) and is treated as a miss. kRedisAcquireHit spells it too.
 inline constexpr char kRedisOutputMagic[] = "CSO1";
 
 // Shared by every script (prepended to each): reading and writing the reservation and the fence.
@@ -81,28 +81,36 @@ local function set_output(out, at, payload, px)
 end
 )lua";
 
-// KEYS: out res fence. ARGV: owner, ttl_ms, overwrite ('0'/'1'), expires_ns, magic.
-// -> {0, output} hit | {1, token, corrupt[, prev_token, prev_owner]} acquired
-//    | {2, token, expires_ns, owner, pttl_ms, corrupt} held
-inline constexpr const char* kRedisAcquire = R"lua(
+// KEYS: out res fence. ARGV[1]: "<overwrite 0|1><ttl_ms> <expires_ns> <owner>" (one argument:
+// each argument costs the server a string and a table slot per call, and a hit needs only the
+// first byte).
+// -> output (a string: "CSO1" + the bytes) hit | {1, token, corrupt[, prev_token, prev_owner]}
+//    acquired | {2, token, expires_ns, owner, pttl_ms, corrupt} held
+// The hit comes first, before kRedisPrelude defines its functions, and answers with the stored
+// value itself rather than a table: the cheapest script a hit can be (it is most calls).
+inline constexpr const char* kRedisAcquireHit = R"lua(
 local corrupt = 0
-if ARGV[3] == '0' then
+if string.byte(ARGV[1]) == 48 then
   local out = redis.call('GET', KEYS[1])
   if out then
-    if string.sub(out, 1, #ARGV[5]) == ARGV[5] then return {0, out} end
+    if string.sub(out, 1, 4) == 'CSO1' then return out end
     corrupt = 1
   end
 end
+)lua";
+inline constexpr const char* kRedisAcquire = R"lua(
+local px, expires, owner = string.match(ARGV[1], '^.(%d+) (%-?%d+) (.*)$')
+if not px then error({err = 'ERR cacheserialize: malformed acquire arguments'}) end
 local tok, exp, own = reservation(KEYS[2])
 if tok then
-  if own ~= ARGV[1] then return {2, tok, exp, own, redis.call('PTTL', KEYS[2]), corrupt} end
-  reserve(KEYS[2], tok, ARGV[4], own, ARGV[2])
+  if own ~= owner then return {2, tok, exp, own, redis.call('PTTL', KEYS[2]), corrupt} end
+  reserve(KEYS[2], tok, expires, own, px)
   return {1, tok, corrupt}
 end
 local n, o, s = fence(KEYS[3])
 tok = decimal(math.max((tonumber(n) or 0) + 1, now_us()))
-redis.call('HSET', KEYS[3], 'n', tok, 'o', ARGV[1], 's', 'l')
-reserve(KEYS[2], tok, ARGV[4], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], 'n', tok, 'o', owner, 's', 'l')
+reserve(KEYS[2], tok, expires, owner, px)
 if s == 'l' then return {1, tok, corrupt, n, o} end
 return {1, tok, corrupt}
 )lua";
@@ -139,8 +147,10 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 )lua";
 
-// KEYS: out res fence at. ARGV: owner, token, channel, origin, output_ttl_ms ('0': none), payload,
-// retry ('1': this is the operation's second attempt, after its connection broke; else '0').
+// KEYS: out res fence at. ARGV: "<retry><output_ttl_ms> <token> <db> <origin> <owner>", payload.
+// retry is '1' if this is the operation's second attempt, after its connection broke, else '0';
+// output_ttl_ms '0' is none; the channel is the keys' base (KEYS[1] without ":out") + ":wake:<db>".
+// Packed into one argument, as acquire's: a miss runs this script on every call.
 // -> {1} stored | {0[, token, expires_ns, owner]} rejected (with the current holder, if any)
 // Fencing: only the current reservation, or the caller's own that expired with nobody taking
 // the key since, may store. A reservation that already stored is no longer current: a second
@@ -148,21 +158,24 @@ return 1
 // with its connection (the fence names this reservation, stored, and the output there is this
 // very payload: the first attempt wrote it) reports stored, without writing again.
 inline constexpr const char* kRedisStore = R"lua(
+local retry, ttl, token, db, origin, owner =
+  string.match(ARGV[1], '^(.)(%d+) (%d+) (%d+) (%S+) (.*)$')
+if not retry then error({err = 'ERR cacheserialize: malformed store arguments'}) end
 local tok, exp, own = reservation(KEYS[2])
 if tok then
-  if tok ~= ARGV[2] or own ~= ARGV[1] then return {0, tok, exp, own} end
+  if tok ~= token or own ~= owner then return {0, tok, exp, own} end
 else
   local n, o, s = fence(KEYS[3])
-  if n ~= ARGV[2] or o ~= ARGV[1] or (s ~= 'l' and s ~= 's') then return {0} end
+  if n ~= token or o ~= owner or (s ~= 'l' and s ~= 's') then return {0} end
   if s == 's' then
-    if ARGV[7] == '1' and redis.call('GET', KEYS[1]) == ARGV[6] then return {1} end
+    if retry == '1' and redis.call('GET', KEYS[1]) == ARGV[2] then return {1} end
     return {0}
   end
 end
-set_output(KEYS[1], KEYS[4], ARGV[6], ARGV[5])
+set_output(KEYS[1], KEYS[4], ARGV[2], ttl)
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[3], 's', 's')
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('PUBLISH', string.sub(KEYS[1], 1, -5) .. ':wake:' .. db, origin)
 return {1}
 )lua";
 

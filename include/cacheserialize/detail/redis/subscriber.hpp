@@ -219,7 +219,7 @@ class RedisSubscriber {
           pinging = true;
           ping_sent = now;
         }
-        ok = flush(*conn);
+        conn->flush();
       } catch (const RedisFailure&) {
         ok = false;
       }
@@ -252,15 +252,6 @@ class RedisSubscriber {
         raise_all_locked();  // a message may have been lost with the connection
       }
     }
-  }
-
-  static bool flush(RedisConnection& conn) {
-    SigpipeGuard guard;
-    int done = 0;
-    while (!done) {
-      if (redisBufferWrite(conn.context(), &done) != REDIS_OK) return false;
-    }
-    return true;
   }
 
   static bool read_available(RedisConnection& conn, std::vector<RedisReplyPtr>& out) {
