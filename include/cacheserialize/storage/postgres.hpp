@@ -193,8 +193,9 @@ inline std::string hex(const std::string& raw) {
 ///
 /// - **Round trips.** A hit is one statement; a miss is two (an acquire that returns the output
 ///   if present, else takes or reports the reservation; then a store-and-release fenced by the
-///   token); an extension, a release and a put are one each. Each is a single statement whose
-///   decision is made on the key's latest row under its row lock: no read-then-write race.
+///   token); an extension, a release and a put are one each. A hit is a plain primary-key read
+///   (no lock, no write); every change is decided on the key's latest row under its row lock,
+///   within one statement: no read-then-write race (see sql.hpp).
 /// - **Server time.** Expiries are computed and compared with the server's clock inside the
 ///   statements; the `now` the manager passes is ignored and `remaining` is the server's, so
 ///   client clocks may be off by hours without harm.
