@@ -236,9 +236,9 @@ TEST_CASE("tables of another schema version, or missing ones, are refused with a
   SECTION("a schema version from a later release") {
     { cs::PostgresStorage created(o); }
     pg::Sql sql;
-    sql.exec("UPDATE \"" + o.schema + "\".meta SET value = '2' WHERE name = 'schema_version'");
+    sql.exec("UPDATE \"" + o.schema + "\".meta SET value = '3' WHERE name = 'schema_version'");
     const std::string what = message_of([&] { cs::PostgresStorage storage(o); });
-    CHECK_THAT(what, Catch::Contains("schema version 2; this cacheserialize uses 1"));
+    CHECK_THAT(what, Catch::Contains("schema version 3; this cacheserialize uses 2"));
   }
   SECTION("create_tables = false and no tables") {
     cs::PostgresOptions no_create = o;

@@ -15,6 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -192,8 +193,9 @@ inline std::string hex(const std::string& raw) {
 ///
 /// - **Round trips.** A hit is one statement; a miss is two (an acquire that returns the output
 ///   if present, else takes or reports the reservation; then a store-and-release fenced by the
-///   token); an extension, a release and a put are one each. Each is a single statement whose
-///   decision is made on the key's latest row under its row lock: no read-then-write race.
+///   token); an extension, a release and a put are one each. A hit is a plain primary-key read
+///   (no lock, no write); every change is decided on the key's latest row under its row lock,
+///   within one statement: no read-then-write race (see sql.hpp).
 /// - **Server time.** Expiries are computed and compared with the server's clock inside the
 ///   statements; the `now` the manager passes is ignored and `remaining` is the server's, so
 ///   client clocks may be off by hours without harm.
@@ -284,23 +286,13 @@ class PostgresStorage {
         });
     expect_rows(r, 1, key, "acquire");
     AcquireResult out;
-    const std::string status = r.bytes(0, 0);
-    if (status == "h") {
+    if (!r.null(0, 0)) {  // the stored output, read without the function
       out.status = AcquireStatus::hit;
-      out.output = StoredOutput::from_bytes(r.bytes(0, 1));
+      out.output = StoredOutput::from_bytes(r.bytes(0, 0));
       return out;
     }
-    out.reservation = reservation(r, 2);
-    if (status == "a") {
-      out.status = AcquireStatus::acquired;
-      if (!r.null(0, 6)) {
-        out.previous = Reservation{r.bytes(0, 6), token_of(r.int8(0, 7)),
-                                   r.null(0, 8) ? TimePoint{} : from_unix_nanos(r.int8(0, 8))};
-      }
-    } else {
-      out.status = AcquireStatus::held;
-      out.remaining = Duration(r.int8(0, 4) - r.int8(0, 5));
-    }
+    if (r.null(0, 1)) throw storage_error("PostgreSQL acquire: no answer", key.describe());
+    parse_answer(r.view(0, 1), key, out);
     return out;
   }
 
@@ -514,6 +506,18 @@ class PostgresStorage {
         }
         c->simple(detail::pg::create_sql(state->names));
       }
+      if (read_version(*c, state->names) == "1") {
+        // Version 1: the same tables without the acquire function. Migrated in place: the data
+        // and live reservations stay, and processes still running version 1's statements keep
+        // working on the unchanged tables.
+        if (!create) {
+          throw storage_error("the tables of " + where +
+                              " have schema version 1 and PostgresOptions::create_tables is "
+                              "false: run PostgresStorage::tables_sql, which migrates them to " +
+                              std::to_string(detail::pg::schema_version));
+        }
+        c->simple(detail::pg::create_sql(state->names));
+      }
       check_version(*c, state->names);
       c->simple(detail::pg::prepare_sql(state->names));
       state->ops.adopt(std::move(c));
@@ -528,13 +532,18 @@ class PostgresStorage {
     return r.rows() == 1 && r.bytes(0, 0) == "t";
   }
 
-  static void check_version(detail::pg::Connection& c, const detail::pg::Names& names) {
+  // @return the stored schema version, "" if there is none.
+  static std::string read_version(detail::pg::Connection& c, const detail::pg::Names& names) {
     const detail::pg::Result r = c.simple(detail::pg::version_sql(names));
+    return r.rows() == 1 ? r.bytes(0, 0) : std::string();
+  }
+
+  static void check_version(detail::pg::Connection& c, const detail::pg::Names& names) {
+    const std::string v = read_version(c, names);
     const std::string where = "the tables in schema '" + names.schema + "'";
-    if (r.rows() != 1) throw storage_error(where + " have no schema_version row");
-    const std::string v = r.bytes(0, 0);
+    if (v.empty()) throw storage_error(where + " have no schema_version row");
     if (v != std::to_string(detail::pg::schema_version)) {
-      // Version 1 is the first: any other value is from a later release (or not ours).
+      // Version 1 was migrated by now: any other value is from a later release (or not ours).
       throw storage_error(where + " have schema version " + v + "; this cacheserialize uses " +
                           std::to_string(detail::pg::schema_version) +
                           " (upgrade cacheserialize, or use another schema)");
@@ -571,6 +580,46 @@ class PostgresStorage {
         throw storage_error(std::string("PostgreSQL ") + op + " failed: " + e.what(),
                             key ? key->describe() : std::string());
       }
+    }
+  }
+
+  // Reads the acquire function's answer (sql.hpp, acquire_function_sql) into `out`.
+  static void parse_answer(std::string_view a, const Key& key, AcquireResult& out) {
+    auto bad = [&] {
+      return storage_error("PostgreSQL acquire: malformed answer from the server", key.describe());
+    };
+    if (a.empty()) throw bad();
+    const char status = a[0];
+    if (status == 'h') {
+      out.status = AcquireStatus::hit;
+      out.output = StoredOutput::from_bytes(std::string(a.substr(1)));
+      return;
+    }
+    if ((status != 'a' && status != 'w') || a.size() < 29) throw bad();
+    auto int8 = [&](std::size_t at) {
+      std::uint64_t u = 0;
+      for (std::size_t i = 0; i < 8; ++i) u = (u << 8) | static_cast<unsigned char>(a[at + i]);
+      return static_cast<std::int64_t>(u);
+    };
+    std::uint64_t owner_size = 0;
+    for (std::size_t i = 25; i < 29; ++i) {
+      owner_size = (owner_size << 8) | static_cast<unsigned char>(a[i]);
+    }
+    if (a.size() < 29 + owner_size) throw bad();
+    const std::int64_t expires = int8(9);
+    out.reservation = Reservation{std::string(a.substr(29, owner_size)), token_of(int8(1)),
+                                  from_unix_nanos(expires)};
+    if (status == 'w') {
+      out.status = AcquireStatus::held;
+      out.remaining = Duration(expires - int8(17));
+      return;
+    }
+    out.status = AcquireStatus::acquired;
+    const std::size_t prev = 29 + owner_size;
+    if (a.size() > prev) {
+      if (a.size() < prev + 16) throw bad();
+      out.previous = Reservation{std::string(a.substr(prev + 16)), token_of(int8(prev)),
+                                 from_unix_nanos(int8(prev + 8))};
     }
   }
 

@@ -203,6 +203,11 @@ class Result {
     return std::string(PQgetvalue(r_.get(), row, col),
                        static_cast<std::size_t>(PQgetlength(r_.get(), row, col)));
   }
+  /// The value's bytes, valid while this result lives.
+  std::string_view view(int row, int col) const {
+    return std::string_view(PQgetvalue(r_.get(), row, col),
+                            static_cast<std::size_t>(PQgetlength(r_.get(), row, col)));
+  }
   /// A binary bigint.
   std::int64_t int8(int row, int col) const {
     if (PQgetlength(r_.get(), row, col) != 8) {

@@ -1,8 +1,8 @@
 #pragma once
 
-// The SQL of PostgresStorage: the tables (schema version 1) and its statements, one round trip
-// each. Only configuration (the schema and table prefix, checked to be plain identifiers)
-// is spliced into SQL text; keys, owners and outputs are always binary parameters.
+// The SQL of PostgresStorage: the tables and function (schema version 2) and its statements, one
+// round trip each. Only configuration (the schema and table prefix, checked to be plain
+// identifiers) is spliced into SQL text; keys, owners and outputs are always binary parameters.
 //
 // Every statement is a single autocommit statement whose row lock and conditions are on the
 // key's latest row version (INSERT ... ON CONFLICT DO UPDATE and UPDATE ... WHERE re-check a row
@@ -20,8 +20,9 @@ namespace cacheserialize {
 namespace detail {
 namespace pg {
 
-/// The schema version these statements expect; stored in the meta table.
-inline constexpr int schema_version = 1;
+/// The schema version these statements expect; stored in the meta table. Version 1 had the same
+/// tables and no function; version 2 added the acquire function (`acquire_function_sql`).
+inline constexpr int schema_version = 2;
 
 /// The prepared statements' names (one set per connection).
 inline constexpr const char* stmt_get = "cacheserialize_get";
@@ -65,13 +66,14 @@ inline void check_identifier(const char* option, const std::string& name, bool m
 struct Names {
   Names(const std::string& schema_name, const std::string& table_prefix) {
     check_identifier("schema", schema_name, false, 0);
-    check_identifier("table_prefix", table_prefix, true, 7);  // + "entries"
+    check_identifier("table_prefix", table_prefix, true, 7);  // + "entries", "acquire"
     schema = schema_name;
     prefix = table_prefix;
     quoted_schema = "\"" + schema + "\"";
     entries = quoted_schema + ".\"" + prefix + "entries\"";
     meta = quoted_schema + ".\"" + prefix + "meta\"";
     tokens = quoted_schema + ".\"" + prefix + "tokens\"";
+    acquire = quoted_schema + ".\"" + prefix + "acquire\"";
     // One channel per store, named by a digest so it always fits in 63 bytes; a collision
     // would only cost spurious wake-ups.
     const std::string id = sha256_hex(schema + '\0' + prefix);
@@ -90,6 +92,7 @@ struct Names {
   std::string entries;
   std::string meta;
   std::string tokens;
+  std::string acquire;  // the acquire function
   std::string channel;
   std::string setup_lock;
 };
@@ -114,8 +117,80 @@ inline std::string tables_exist_sql(const Names& n) {
          "') IS NOT NULL AND to_regclass('" + n.tokens + "') IS NOT NULL";
 }
 
-/// Creates what is missing, under an advisory lock so that processes starting together do not
-/// race on the catalogs. One transaction, one round trip.
+/// The acquire function (schema version 2): the write side of an acquire, which the acquire
+/// statement calls only when the key has no stored output in its snapshot (or to overwrite).
+/// Parameters: key_hash, key, owner, ttl_ns, overwrite. "Now" is the server's
+/// statement_timestamp().
+///
+/// A key never seen (most misses) is one INSERT ... ON CONFLICT DO NOTHING: a new row holding
+/// the reservation. Otherwise the key's row is locked (SELECT ... FOR UPDATE: in READ COMMITTED
+/// it waits for a concurrent writer and reads the latest version) and decided on under that
+/// lock, which is held until the statement commits: take it (free, released or expired: a new
+/// token from the sequence, drawn under the lock, so tokens grow per key), extend it (ours
+/// already), or leave it unwritten (another owner's live reservation, or an output stored since
+/// the statement's read: a hit). So there is no read-then-write race; and, unlike an upsert's
+/// DO UPDATE, a waiter's poll writes nothing. A row deleted between the two (prune) sends it
+/// back to the INSERT.
+///
+/// -> the answer in one bytea, so that the acquire statement has two result columns, not nine
+/// (each column costs the server a type lookup and a description per execution, hits
+/// included). Big-endian: 'h' then the stored output; or 'a' (acquired) or 'w' (held by
+/// another), then token, expires_ns and now_ns (8 bytes each), the owner's length (4) and bytes,
+/// then, if an expired reservation was replaced, its token and expires_ns (8 each) and owner
+/// (the rest). See `parse_answer`.
+///
+/// plpgsql, not SQL: it keeps its statements' plans for the session. No `SET search_path`
+/// clause (a configuration save and restore per call): the store's names are schema-qualified,
+/// and the built-ins resolve through the session's search_path, pg_catalog alone for
+/// PostgresStorage (`session_sql`).
+inline std::string acquire_function_sql(const Names& n) {
+  const std::string next_token = "nextval('" + n.tokens + "')";
+  // 'a' or 'w', then the holder ($token, $expires, its $owner) and now.
+  auto held = [](const std::string& status, const std::string& token, const std::string& expires,
+                 const std::string& owner) {
+    return "'" + status + "'::bytea || int8send(" + token + ") || int8send(" + expires +
+           ") || int8send(v_now_ns) || int4send(length(" + owner + ")) || " + owner;
+  };
+  return "CREATE OR REPLACE FUNCTION " + n.acquire +
+         " (p_key_hash bytea, p_key bytea, p_owner bytea, p_ttl_ns bigint, p_overwrite boolean)"
+         " RETURNS bytea LANGUAGE plpgsql VOLATILE AS $cacheserialize$"
+         " DECLARE v_now_ns bigint := " +
+         std::string(server_now_ns()) +
+         "; v_expires_ns bigint := v_now_ns + p_ttl_ns; v_token bigint; r record;"
+         " BEGIN LOOP INSERT INTO " +
+         n.entries +
+         " (key_hash, key, owner, token, expires_ns) VALUES (p_key_hash, p_key, p_owner, " +
+         next_token +
+         ", v_expires_ns) ON CONFLICT (key_hash) DO NOTHING RETURNING token INTO v_token;"
+         " IF FOUND THEN RETURN " +
+         held("a", "v_token", "v_expires_ns", "p_owner") +
+         "; END IF;"
+         " SELECT e.output, e.owner, e.token, e.expires_ns INTO r FROM " +
+         n.entries +
+         " e WHERE e.key_hash = p_key_hash FOR UPDATE; EXIT WHEN FOUND; END LOOP;"
+         " IF r.output IS NOT NULL AND NOT p_overwrite THEN RETURN 'h'::bytea || r.output;"
+         " END IF;"
+         " IF r.owner = p_owner THEN UPDATE " +
+         n.entries +
+         " SET expires_ns = v_expires_ns, prev_owner = NULL, prev_token = NULL,"
+         " prev_expires_ns = NULL WHERE key_hash = p_key_hash; RETURN " +
+         held("a", "r.token", "v_expires_ns", "p_owner") +
+         "; END IF;"
+         " IF r.owner IS NULL OR r.expires_ns <= v_now_ns THEN v_token := " +
+         next_token + "; UPDATE " + n.entries +
+         " SET owner = p_owner, token = v_token, expires_ns = v_expires_ns, prev_owner = r.owner,"
+         " prev_token = r.token, prev_expires_ns = r.expires_ns WHERE key_hash = p_key_hash;"
+         " RETURN " +
+         held("a", "v_token", "v_expires_ns", "p_owner") +
+         " || CASE WHEN r.owner IS NULL THEN ''::bytea ELSE int8send(r.token) ||"
+         " int8send(COALESCE(r.expires_ns, 0)) || r.owner END; END IF;"
+         " RETURN " +
+         held("w", "r.token", "r.expires_ns", "r.owner") + "; END $cacheserialize$";
+}
+
+/// Creates what is missing, and migrates version 1 tables (the same tables, without the
+/// function) to version 2, under an advisory lock so that processes starting together do not
+/// race on the catalogs. One transaction, one round trip; safe to run again.
 inline std::string create_sql(const Names& n) {
   return "BEGIN; SELECT pg_advisory_xact_lock(" + n.setup_lock +
          ");"
@@ -142,6 +217,13 @@ inline std::string create_sql(const Names& n) {
          " INSERT INTO " +
          n.meta + " (name, value) VALUES ('schema_version', '" + std::to_string(schema_version) +
          "') ON CONFLICT (name) DO NOTHING;"
+         // The function, and the version, only for tables this code knows (a fresh store, or
+         // version 1): tables of a later release are left alone, to be refused by its version.
+         " DO $do$ BEGIN IF (SELECT value FROM " +
+         n.meta + " WHERE name = 'schema_version') IN ('1', '" + std::to_string(schema_version) +
+         "') THEN EXECUTE $fn$" + acquire_function_sql(n) + "$fn$; UPDATE " + n.meta +
+         " SET value = '" + std::to_string(schema_version) +
+         "' WHERE name = 'schema_version'; END IF; END $do$;"
          " COMMIT";
 }
 
@@ -165,13 +247,6 @@ inline std::string fenced_update(const Names& n, const std::string& set,
 inline std::string prepare_sql(const Names& n) {
   const std::string now = server_now_ns();
   const std::string notify = "pg_notify('" + n.channel + "', encode(key_hash, 'hex'))::text";
-  // acquire: $1 key_hash, $2 key, $3 owner, $4 ttl_ns, $5 overwrite. Conditions on `e`, the
-  // key's latest row, locked by ON CONFLICT.
-  const std::string open = "(e.output IS NULL OR $5)";
-  const std::string take = "(" + open +
-                           " AND e.owner IS DISTINCT FROM $3 AND (e.owner IS NULL OR"
-                           " e.expires_ns <= (SELECT now_ns FROM clock)))";
-  const std::string own = "(" + open + " AND e.owner = $3)";
   std::string sql;
   sql += "PREPARE " + std::string(stmt_get) + " (bytea) AS SELECT output FROM " + n.entries +
          " WHERE key_hash = $1 AND output IS NOT NULL;";
@@ -180,38 +255,16 @@ inline std::string prepare_sql(const Names& n) {
          " (bytea) AS SELECT owner, token, expires_ns FROM " + n.entries +
          " WHERE key_hash = $1 AND owner IS NOT NULL;";
 
-  // A hit is read from the statement's snapshot without a lock or a write. Otherwise one upsert
-  // decides on the latest row: take it (free, released or expired: a new token from the
-  // sequence, drawn under the row lock so tokens grow per key), extend it (ours already), or
-  // leave it (another owner's live reservation, or an output stored meanwhile) and report it.
-  auto decide = [&](const std::string& column, const std::string& if_taken,
-                    const std::string& if_own) {
-    return column + " = CASE WHEN " + take + " THEN " + if_taken + " WHEN " + own + " THEN " +
-           if_own + " ELSE e." + column + " END";
-  };
-  const std::string next_token = "nextval('" + n.tokens + "')";
-  const std::string set =
-      decide("owner", "$3", "e.owner") + ", " + decide("token", next_token, "e.token") + ", " +
-      decide("expires_ns", "EXCLUDED.expires_ns", "EXCLUDED.expires_ns") + ", " +
-      decide("prev_owner", "e.owner", "NULL") + ", " + decide("prev_token", "e.token", "NULL") +
-      ", " + decide("prev_expires_ns", "e.expires_ns", "NULL");
-  const std::string is_hit = "u.output IS NOT NULL AND NOT $5";
+  // acquire: $1 key_hash, $2 key, $3 owner, $4 ttl_ns, $5 overwrite. -> one row: the stored
+  // output (a hit), else the answer of the acquire function. A hit is a plain primary-key read
+  // from the statement's snapshot: no lock, no write, no function call (CASE evaluates the call
+  // only when no output was found), about a primary-key SELECT's cost. Otherwise the function's
+  // upsert decides on the key's latest row under its lock, so the read only ever answers hits:
+  // no read-then-write race.
   sql += "PREPARE " + std::string(stmt_acquire) + " (bytea, bytea, bytea, bigint, boolean) AS" +
-         " WITH clock AS MATERIALIZED (SELECT " + now + " AS now_ns)," +
-         " hit AS (SELECT output FROM " + n.entries +
-         " WHERE key_hash = $1 AND output IS NOT NULL AND NOT $5)," + " up AS (INSERT INTO " +
-         n.entries + " AS e (key_hash, key, owner, token, expires_ns) SELECT $1, $2, $3, " +
-         next_token + ", c.now_ns + $4 FROM clock c WHERE NOT EXISTS (SELECT FROM hit)" +
-         " ON CONFLICT (key_hash) DO UPDATE SET " + set +
-         " RETURNING e.output, e.owner, e.token, e.expires_ns, e.prev_owner, e.prev_token,"
-         " e.prev_expires_ns)"
-         " SELECT 'h'::text AS status, h.output, NULL::bytea AS owner, NULL::bigint AS token,"
-         " NULL::bigint AS expires_ns, NULL::bigint AS now_ns, NULL::bytea AS prev_owner,"
-         " NULL::bigint AS prev_token, NULL::bigint AS prev_expires_ns FROM hit h UNION ALL"
-         " SELECT CASE WHEN " +
-         is_hit + " THEN 'h' WHEN u.owner = $3 THEN 'a' ELSE 'w' END, CASE WHEN " + is_hit +
-         " THEN u.output END, u.owner, u.token, u.expires_ns, c.now_ns, u.prev_owner,"
-         " u.prev_token, u.prev_expires_ns FROM up u, clock c;";
+         " SELECT e.output, CASE WHEN e.output IS NULL THEN " + n.acquire +
+         " ($1, $2, $3, $4, $5) END FROM (SELECT) AS one LEFT JOIN " + n.entries +
+         " e ON e.key_hash = $1 AND e.output IS NOT NULL AND NOT $5;";
 
   // extend: $1 key_hash, $2 owner, $3 token, $4 ttl_ns.
   sql += "PREPARE " + std::string(stmt_extend) + " (bytea, bytea, bigint, bigint) AS" +
