@@ -136,7 +136,7 @@ TEST_CASE(
   test::check_engine_round_trips(storage, [&] { return storage.round_trips(); });
 }
 
-// Not run by default: prints latencies for the README (`cacheserialize_postgres_tests
+// Not run by default: prints latencies for docs/storage-postgres.md (`cacheserialize_postgres_tests
 // "[latency]"`).
 TEST_CASE("PostgresStorage latencies", "[.][latency]") {
   cs::PostgresStorage storage(pg::options());

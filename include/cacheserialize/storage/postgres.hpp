@@ -208,8 +208,8 @@ inline std::string hex(const std::string& raw) {
 /// - **Connections.** A pool of `pool_size` for operations, one for the heartbeat's extensions
 ///   and one for the listener, opened on demand. A connection found broken is replaced; an
 ///   operation whose connection broke under it is retried once on a new one (every operation is
-///   safe to repeat: see README). A server that is down or silent gives `storage_error` with
-///   libpq's message after at most the configured timeouts; never a hang.
+///   safe to repeat: see docs/storage-postgres.md). A server that is down or silent gives
+///   `storage_error` with libpq's message after at most the configured timeouts; never a hang.
 /// - **Security.** Keys, owners and outputs are binary parameters of prepared statements, never
 ///   SQL text; outputs are `bytea`. Statements run with `search_path = pg_catalog`.
 ///
@@ -217,7 +217,7 @@ inline std::string hex(const std::string& raw) {
 /// of any size and any bytes works. Outputs are bytes (`stores_objects` is false).
 ///
 /// Requires a single primary: a standby is read-only, and an asynchronous replica promoted after
-/// a failover may have lost the last reservations and outputs (see README).
+/// a failover may have lost the last reservations and outputs (see docs/storage-postgres.md).
 ///
 /// A handle: copies share the connections, listener and counters, which live until the last
 /// copy (and the last subscription) is gone. Thread safety: every member may be called

@@ -14,7 +14,7 @@
 /// Each operation is one server-side Lua script (EVALSHA), so a hit costs one round trip, a miss
 /// two (acquire, then store-and-release) and a heartbeat one. Reservations are keys with a `PX`
 /// time to live: Redis's clock decides when they expire, so hosts need not agree on the time.
-/// Waiters are woken through pub/sub. The README's "Across machines: RedisStorage" section gives
+/// Waiters are woken through pub/sub. docs/storage-redis.md gives
 /// the guarantees and their limits (one primary; a failover can lose reservations).
 
 #include <algorithm>
