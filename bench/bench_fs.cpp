@@ -37,25 +37,7 @@ using Cached = bench::CachedPayload<cs::FileSystemStorage>;
   throw std::runtime_error(what + " " + path + ": " + std::strerror(errno));
 }
 
-/// A fresh directory, removed with everything in it at destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "cacheserialize-bench-fs-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) fail("mkdtemp", pattern);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const noexcept { return path_; }
-
- private:
-  std::string path_;
-};
+using bench::TempDir;
 
 std::string make_dir(const std::string& path) {
   fs::create_directories(path);
@@ -91,7 +73,7 @@ struct World {
     record_size = fs::file_size(durable.root() + "/reservations" + sub + ".res");
   }
 
-  TempDir dir;  // removed last
+  TempDir dir{"cacheserialize-bench-fs"};  // removed last
   cs::FileSystemStorage durable;
   cs::FileSystemStorage lazy;
   Cached durable_fn;
@@ -170,9 +152,9 @@ void read_many_files(benchmark::State& state) {
       const std::string& path = paths[i++ % paths.size()];
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) fail("open", path);
-      const ssize_t n = ::read(fd, buf.data(), buf.size());
+      const ssize_t got = ::read(fd, buf.data(), buf.size());
       ::close(fd);
-      if (n != static_cast<ssize_t>(w->output_size)) fail("read", path);
+      if (got != static_cast<ssize_t>(w->output_size)) fail("read", path);
       benchmark::DoNotOptimize(buf);
     }
   });

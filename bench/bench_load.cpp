@@ -640,25 +640,7 @@ struct Config {
   std::string regex;   // --benchmark_filter (bench/run.sh's extra flags)
 };
 
-/// A fresh directory, removed with everything in it at destruction.
-class TempDir {
- public:
-  explicit TempDir(const std::string& name) {
-    std::string pattern = (fs::temp_directory_path() / (name + "-XXXXXX")).string();
-    if (!::mkdtemp(pattern.data())) fail_errno("mkdtemp " + pattern);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const noexcept { return path_; }
-
- private:
-  std::string path_;
-};
+using bench::TempDir;
 
 /// Runs `store(k)` for k in 0..keys-1 on 4 threads: the hit keys, before any measurement.
 void store_keys(std::int64_t keys, const std::function<void(std::int64_t)>& store) {

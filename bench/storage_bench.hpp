@@ -8,14 +8,19 @@
 // Round trips are counted by the storage's own counter and checked: a count other than the
 // expected one fails the benchmark, so CI's --quick run guards it too.
 
+#include <stdlib.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 
@@ -40,6 +45,28 @@ template <class Storage>
 using CachedPayload = decltype(cs::serialize_cached(
     Payload{}, cs::TaskOptions{"payload", "1"},
     std::declval<cs::ReservationManager<cs::SystemClock, Storage>>()));
+
+/// A fresh directory under the system's temporary directory, named `<name>-XXXXXX`, removed with
+/// everything in it at destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& name) {
+    std::string pattern = (std::filesystem::temp_directory_path() / (name + "-XXXXXX")).string();
+    if (!::mkdtemp(pattern.data()))
+      throw std::system_error(errno, std::generic_category(), "mkdtemp " + pattern);
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+};
 
 /// @return a key number that no call of this process has used (for misses).
 inline std::int64_t unique_number() {
