@@ -384,9 +384,10 @@ class RedisStorage {
 
   /// @return the Redis names `key` uses.
   RedisKeyNames names(const Key& key) const {
-    const std::string base = state_->options.key_prefix + "{" + key.digest() + "}";
-    return RedisKeyNames{base + ":out", base + ":res", base + ":fence", base + state_->wake,
-                         base + ":at"};
+    const Keys k(*this, key);  // the one place that spells the names
+    return RedisKeyNames{std::string(k.output()), std::string(k.reservation()),
+                         std::string(k.fence()), std::string(k.channel()),
+                         std::string(k.stored_at())};
   }
 
   /// @return a snapshot of the counters (round trips, connections, script loads...).
