@@ -1,11 +1,15 @@
 // The byte formats of FileSystemStorage's files and their checksum, as pure functions: every
 // damaged form of a file must be rejected with a reason, never accepted and never crash.
 
+#include <algorithm>
 #include <cacheserialize/detail/crc32c.hpp>
 #include <cacheserialize/detail/filesystem/format.hpp>
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <random>
 #include <string>
+
+#include "accelerated_path.hpp"
 
 namespace cs = cacheserialize;
 namespace d = cacheserialize::detail;
@@ -22,6 +26,31 @@ std::uint32_t crc32c_bitwise(const std::string& data) {
   return ~c;
 }
 
+// Every CRC-32C uses `path` while this lives.
+struct OnCrcPath : test::OnPath<d::Crc32cExtend, d::Crc32cPath> {
+  explicit OnCrcPath(d::Crc32cPath path) : OnPath(d::crc32c_impl(), d::crc32c_select, path) {}
+};
+
+const char* name_of(d::Crc32cPath path) {
+  switch (path) {
+    case d::Crc32cPath::portable:
+      return "portable";
+    case d::Crc32cPath::x86_sse42:
+      return "x86 SSE4.2";
+    case d::Crc32cPath::arm_crc:
+      return "ARMv8 CRC32";
+  }
+  return "?";
+}
+
+// Runs the test case once per path; on a path this machine lacks, it passes without checking.
+#define ON_EVERY_CRC_PATH()                                                                \
+  const d::Crc32cPath path =                                                               \
+      GENERATE(d::Crc32cPath::portable, d::Crc32cPath::x86_sse42, d::Crc32cPath::arm_crc); \
+  INFO("CRC-32C path: " << name_of(path));                                                 \
+  OnCrcPath on_path(path);                                                                 \
+  if (!on_path.available()) return
+
 std::string pattern(std::size_t n) {
   std::string s;
   for (std::size_t i = 0; i < n; ++i) s.push_back(static_cast<char>((i * 131 + 7) & 0xff));
@@ -31,6 +60,7 @@ std::string pattern(std::size_t n) {
 }  // namespace
 
 TEST_CASE("CRC-32C gives the published check values") {
+  ON_EVERY_CRC_PATH();
   CHECK(d::crc32c("") == 0u);
   CHECK(d::crc32c("123456789") == 0xE3069283u);
   // RFC 3720 (iSCSI), appendix B.4.
@@ -42,6 +72,7 @@ TEST_CASE("CRC-32C gives the published check values") {
 }
 
 TEST_CASE("CRC-32C eight bytes at a time equals the bitwise definition, in one piece or many") {
+  ON_EVERY_CRC_PATH();
   for (std::size_t n = 0; n <= 100; ++n) {
     const std::string data = pattern(n);
     const std::uint32_t expected = crc32c_bitwise(data);
@@ -50,6 +81,45 @@ TEST_CASE("CRC-32C eight bytes at a time equals the bitwise definition, in one p
       const std::uint32_t first = d::crc32c(std::string_view(data).substr(0, cut));
       REQUIRE(d::crc32c_extend(first, std::string_view(data).substr(cut)) == expected);
     }
+  }
+}
+
+TEST_CASE("every accelerated CRC-32C path gives the portable value of random data, however fed") {
+  const d::Crc32cPath path = GENERATE(d::Crc32cPath::x86_sse42, d::Crc32cPath::arm_crc);
+  INFO("CRC-32C path: " << name_of(path));
+  if (!d::crc32c_extend_of(path)) return;  // not on this machine
+  std::mt19937_64 random(20261204);
+  for (int i = 0; i < 2000; ++i) {
+    const std::size_t size = i % 100 == 0 ? 65536 + random() % 4096 : random() % 1500;
+    std::string data(size, '\0');
+    for (char& c : data) c = static_cast<char>(random());
+    std::uint32_t expected = 0;
+    {
+      OnCrcPath portable(d::Crc32cPath::portable);
+      expected = d::crc32c(data);
+    }
+    OnCrcPath accelerated(path);
+    REQUIRE(accelerated.available());
+    CAPTURE(size);
+    REQUIRE(d::crc32c(data) == expected);
+    std::uint32_t pieces = 0;  // split at random, unaligned places
+    for (std::size_t at = 0; at < size;) {
+      const std::size_t n = std::min<std::size_t>(size - at, random() % 20);
+      pieces = d::crc32c_extend(pieces, std::string_view(data).substr(at, n));
+      at += n;
+    }
+    REQUIRE(pieces == expected);
+  }
+}
+
+TEST_CASE("the fastest CRC-32C path this processor has is the one chosen") {
+  const d::Crc32cExtend chosen = d::crc32c_impl().load();
+  if (const d::Crc32cExtend x86 = d::crc32c_extend_of(d::Crc32cPath::x86_sse42)) {
+    CHECK(chosen == x86);
+  } else if (const d::Crc32cExtend arm = d::crc32c_extend_of(d::Crc32cPath::arm_crc)) {
+    CHECK(chosen == arm);
+  } else {
+    CHECK(chosen == d::crc32c_extend_of(d::Crc32cPath::portable));
   }
 }
 

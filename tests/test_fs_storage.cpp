@@ -6,7 +6,10 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -135,6 +138,32 @@ TEST_CASE("a relative root is resolved once, at construction") {
   CHECK(storage->root() == dir / "cache");
   storage->put(key_of(1), bytes("here"));
   CHECK(cs::FileSystemStorage(dir / "cache").get(key_of(1))->bytes == "here");
+}
+
+TEST_CASE("a root moved away or replaced under a running storage is followed within a second") {
+  TempDir dir;
+  const std::string root = dir / "cache";
+  REQUIRE(::mkdir(root.c_str(), 0777) == 0);
+  cs::FileSystemStorage running(root);
+  running.put(key_of(1), bytes("old"));
+  REQUIRE(running.get(key_of(1))->bytes == "old");  // read through the outputs directory it holds
+
+  SECTION("moved away") { REQUIRE(::rename(root.c_str(), (dir / "cache.old").c_str()) == 0); }
+  SECTION("deleted") { std::filesystem::remove_all(root); }
+  REQUIRE(::mkdir(root.c_str(), 0777) == 0);
+  cs::FileSystemStorage(root).put(key_of(1), bytes("new"));
+
+  // The storage compares the directories at most once a second: poll for the new output.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::optional<cs::StoredOutput> got = running.get(key_of(1));
+  while ((!got || got->bytes != "new") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+    got = running.get(key_of(1));
+  }
+  REQUIRE(got);
+  CHECK(got->bytes == "new");
+  running.put(key_of(2), bytes("two"));  // writes went by path all along
+  CHECK(cs::FileSystemStorage(root).get(key_of(2))->bytes == "two");
 }
 
 TEST_CASE("serialize_cached over the file system runs each key once for many threads") {

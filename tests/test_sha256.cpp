@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "accelerated_path.hpp"
+
 namespace csd = cacheserialize::detail;
 
 namespace {
@@ -27,19 +29,11 @@ std::string pattern(std::size_t n) {
   return s;
 }
 
-// Every Sha256 uses `path` while this lives; then the path chosen before.
-class OnPath {
- public:
+// Every Sha256 uses `path` while this lives.
+struct OnPath : test::OnPath<csd::Sha256Blocks, csd::Sha256Path> {
   explicit OnPath(csd::Sha256Path path)
-      : previous_(csd::sha256_blocks().load()), available_(csd::sha256_select(path)) {}
-  ~OnPath() { csd::sha256_blocks().store(previous_); }
-  OnPath(const OnPath&) = delete;
-  OnPath& operator=(const OnPath&) = delete;
-  bool available() const noexcept { return available_; }
-
- private:
-  csd::Sha256Blocks previous_;
-  bool available_;
+      : test::OnPath<csd::Sha256Blocks, csd::Sha256Path>(csd::sha256_blocks(), csd::sha256_select,
+                                                         path) {}
 };
 
 const char* name_of(csd::Sha256Path path) {

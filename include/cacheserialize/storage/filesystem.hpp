@@ -90,11 +90,13 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -276,10 +278,23 @@ class FileSystemStorage {
   ///         foreign (reported to the listener).
   /// @throws storage_error if the file exists but cannot be read.
   std::optional<StoredOutput> get(const Key& key) const {
-    const std::string path = output_path_of(*state_, key.digest());
+    const std::string digest = key.digest();
+    // "ab/<digest>" under the outputs directory held open, else the whole path.
+    char name[2 + 1 + 64 + 1];
+    std::string path;
+    OutputAt at{state_->outputs_dir_fd(), name, state_.get()};
+    if (at.dir_fd >= 0 && digest.size() == 64) {
+      std::memcpy(name, digest.data(), 2);
+      name[2] = '/';
+      std::memcpy(name + 3, digest.data(), 64);
+      name[67] = '\0';
+    } else {
+      path = output_path_of(*state_, digest);
+      at = OutputAt{AT_FDCWD, path.c_str(), state_.get()};
+    }
     std::string payload;
     std::string problem;
-    const Found found = read_output(path, key, payload, problem);
+    const Found found = read_output(at, key, payload, problem);
     if (found == Found::valid) return StoredOutput::from_bytes(std::move(payload));
     if (found == Found::invalid) report(key, problem);
     return std::nullopt;
@@ -515,11 +530,67 @@ class FileSystemStorage {
                               "': " + detail::errno_text(errno));
         }
       }
+      // Optional: without it (e.g. out of descriptors), reads go by path.
+      detail::Fd dir = detail::open_file(outputs, O_RDONLY | O_DIRECTORY);
+      struct stat dir_st {};
+      if (dir && ::fstat(dir.get(), &dir_st) == 0) {
+        outputs_dev = dir_st.st_dev;
+        outputs_ino = dir_st.st_ino;
+        outputs_fd = dir.release();
+      }
+    }
+
+    ~State() {
+      if (outputs_fd >= 0) ::close(outputs_fd);
+    }
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+
+    /// @return the outputs directory held open, or -1: reads go by path instead. A hit then
+    ///         resolves two path components instead of the root's whole path, a tenth of its
+    ///         kernel time. At most once a second, one caller compares the directory now at
+    ///         `outputs` with the one held open; once they differ (the root was moved away or
+    ///         replaced), this returns -1 for good, so a replaced root is read at most a second
+    ///         late. The descriptor is never closed before the storage, so a caller can never
+    ///         use a number that meanwhile names another file.
+    int outputs_dir_fd() const noexcept {
+      if (outputs_fd < 0 || outputs_moved.load(std::memory_order_relaxed)) return -1;
+      const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
+      std::int64_t last = outputs_checked_at.load(std::memory_order_relaxed);
+      if (now - last >= 1'000'000'000 &&
+          outputs_checked_at.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+        struct stat st {};
+        if (::stat(outputs.c_str(), &st) != 0 || st.st_dev != outputs_dev ||
+            st.st_ino != outputs_ino) {
+          outputs_moved.store(true, std::memory_order_relaxed);
+          return -1;
+        }
+      }
+      return outputs_fd;
     }
 
     FileSystemOptions options;
     std::string outputs;       // root + "/outputs"
     std::string reservations;  // root + "/reservations"
+    int outputs_fd = -1;       // `outputs`, opened by the constructor; see outputs_dir_fd()
+    dev_t outputs_dev{};
+    ino_t outputs_ino{};
+    mutable std::atomic<std::int64_t> outputs_checked_at{0};  // steady_clock, nanoseconds
+    mutable std::atomic<bool> outputs_moved{false};
+  };
+
+  /// Where an output file is: `name` relative to the directory `dir_fd` (the outputs directory
+  /// held open), or a whole path with AT_FDCWD.
+  struct OutputAt {
+    int dir_fd;
+    const char* name;
+    const State* state;
+    /// @return the whole path, for messages.
+    std::string path() const {
+      return dir_fd == AT_FDCWD ? std::string(name) : state->outputs + "/" + name;
+    }
   };
 
   struct Paths {
@@ -689,26 +760,26 @@ class FileSystemStorage {
   /// Outputs of up to this many bytes (nearly all) are read with one read(2) and no fstat.
   static constexpr std::size_t first_read_size = 4096;
 
-  /// Reads `key`'s output file at `path`.
+  /// Reads `key`'s output file at `at`.
   /// @param[out] payload the output's bytes, when valid.
   /// @param[out] problem why the file is not a valid output of `key`, when invalid.
-  Found read_output(const std::string& path, const Key& key, std::string& payload,
+  Found read_output(const OutputAt& at, const Key& key, std::string& payload,
                     std::string& problem) const {
-    detail::Fd fd = detail::open_file(path, O_RDONLY | O_NOFOLLOW);
+    detail::Fd fd = detail::open_file_at(at.dir_fd, at.name, O_RDONLY | O_NOFOLLOW);
     if (!fd) {
       if (errno == ENOENT || errno == ENOTDIR) return Found::missing;
       if (errno == ELOOP) {
-        problem = "foreign output file '" + path + "': a symbolic link; treated as a miss";
+        problem = "foreign output file '" + at.path() + "': a symbolic link; treated as a miss";
         return Found::invalid;
       }
-      fail_io("open", path, key);
+      fail_io("open", at.path(), key);
     }
     thread_local std::string buffer;
     buffer.resize(first_read_size);
     const ssize_t n = detail::read_once(fd.get(), &buffer[0], first_read_size);
     std::string why;
     if (n < 0) {
-      if (errno != EISDIR) fail_io("read", path, key);
+      if (errno != EISDIR) fail_io("read", at.path(), key);
       why = "not a regular file";
     } else if (static_cast<std::size_t>(n) < first_read_size) {
       // A read of a regular file returns less than asked for only at its end: this is all of it.
@@ -719,10 +790,10 @@ class FileSystemStorage {
         payload.assign(view.payload.data(), view.payload.size());
         return Found::valid;
       }
-    } else if (read_large_output(fd.get(), path, key, buffer, payload, why)) {
+    } else if (read_large_output(fd.get(), at.path(), key, buffer, payload, why)) {
       return Found::valid;
     }
-    problem = "damaged or foreign output file '" + path + "': " + why +
+    problem = "damaged or foreign output file '" + at.path() + "': " + why +
               "; treated as a miss (the next store replaces it)";
     return Found::invalid;
   }
@@ -943,7 +1014,8 @@ class FileSystemStorage {
     if (!req.overwrite) {
       std::string payload;
       std::string problem;
-      const Found found = read_output(p.output, key, payload, problem);
+      const Found found =
+          read_output(OutputAt{AT_FDCWD, p.output.c_str(), state_.get()}, key, payload, problem);
       if (found == Found::valid) {
         result.status = AcquireStatus::hit;
         result.output = StoredOutput::from_bytes(std::move(payload));

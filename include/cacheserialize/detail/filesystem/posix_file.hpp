@@ -63,6 +63,9 @@ class Fd {
     fd_ = -1;
   }
 
+  /// @return the descriptor, which the caller now owns; this is left empty.
+  int release() noexcept { return std::exchange(fd_, -1); }
+
   /// Closes the descriptor and reports close's own error, which some file systems (NFS) use to
   /// report a write that failed late.
   /// @return whether close succeeded (errno set if not).
@@ -81,6 +84,16 @@ class Fd {
 inline Fd open_file(const std::string& path, int flags, mode_t mode = 0666) {
   for (;;) {
     const int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    if (fd >= 0) return Fd(fd);
+    if (errno != EINTR) return Fd();
+  }
+}
+
+/// openat(2), as `open_file`: `name` is relative to the directory `dir_fd` (or to the working
+/// directory for AT_FDCWD, or absolute).
+inline Fd open_file_at(int dir_fd, const char* name, int flags) {
+  for (;;) {
+    const int fd = ::openat(dir_fd, name, flags | O_CLOEXEC);
     if (fd >= 0) return Fd(fd);
     if (errno != EINTR) return Fd();
   }
