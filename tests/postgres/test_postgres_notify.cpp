@@ -3,7 +3,9 @@
 // had lost its connection and may have missed a notification.
 
 #include <catch2/catch.hpp>
+#include <future>
 #include <stdexcept>
+#include <string>
 
 #include "pg_support.hpp"
 
@@ -128,4 +130,38 @@ TEST_CASE("when the listener loses its connection it reconnects and wakes every 
   cs::PostgresStorage writer(pg::options(o.schema));
   writer.put(cs::Key("t", "1", "a"), cs::StoredOutput::from_bytes("x"));
   CHECK(a.wait_for(test::kBound, [] { return false; }));
+}
+
+TEST_CASE(
+    "an async waiter outlives the listener's lost connection and wakes on the holder's store") {
+  cs::PostgresOptions o = pg::options();
+  const std::string app = "listen_async_" + std::to_string(::getpid());
+  cs::PostgresStorage holder_store(o);  // its own connections and listener: "another process"
+  o.conninfo += " application_name=" + app;
+  cs::PostgresStorage waiter_store(o);
+  const cs::Key key("lost-async", "1", "k");
+  const cs::AcquireResult held =
+      holder_store.acquire(key, cs::AcquireRequest{"holder", cs::SystemClock().now(), 60s, false});
+  REQUIRE(held.status == cs::AcquireStatus::acquired);
+  Manager manager(waiter_store, cs::SystemClock(), long_reservations());
+  cs::ClaimOptions options;
+  options.wait_timeout = 20s;  // far below the holder's 60 s: only a wake-up ends it sooner
+  std::future<Manager::claim_type> waiter = manager.claim_async(key, options);
+  REQUIRE(test::eventually([&] { return manager.stats().waiters_active == 1; }));
+
+  pg::Sql sql;
+  sql.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '" +
+           app + "'");
+  REQUIRE(test::eventually([&] { return waiter_store.stats().listener_reconnects == 1; }));
+  CHECK(waiter.wait_for(0s) == std::future_status::timeout);  // it looked again; still held
+
+  REQUIRE(holder_store
+              .store_and_release(key, held.reservation, cs::StoredOutput::from_bytes("holder's"),
+                                 cs::SystemClock().now())
+              .status == cs::StoreStatus::stored);
+  REQUIRE(waiter.wait_for(10s) == std::future_status::ready);
+  auto claim = waiter.get();
+  REQUIRE(claim.is_hit());
+  CHECK(claim.output().bytes == "holder's");
+  CHECK(manager.stats().waiters_active == 0);
 }

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <exception>
+#include <future>
 #include <optional>
 #include <string>
 
@@ -147,6 +148,34 @@ TEST_CASE("Waiters are raised when the pub/sub connection is lost, and subscribe
   REQUIRE(eventually([&] { return storage.stats().subscriber_reconnects == 1; }));
 
   CHECK(message_arrives(storage, other, key));  // subscribed again
+}
+
+TEST_CASE("An async waiter outlives a lost pub/sub connection and is woken by the holder's store") {
+  cs::RedisStorage storage = test::fresh_storage();
+  cs::RedisStorage other(storage.options());  // the holder: another "process"
+  const cs::Key key("lost-async", "1", "k");
+  const cs::AcquireResult held = other.acquire(key, request("holder"));  // 60 s
+  REQUIRE(held.status == cs::AcquireStatus::acquired);
+  RedisManager manager(storage);
+  cs::ClaimOptions options;
+  options.wait_timeout = 20s;  // far below the holder's 60 s: only a wake-up ends it sooner
+  std::future<RedisManager::claim_type> waiter = manager.claim_async(key, options);
+  REQUIRE(eventually([&] { return manager.stats().waiters_active == 1; }));
+
+  const std::uint64_t reconnects = storage.stats().subscriber_reconnects;
+  test::shared_redis().raw()->command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  REQUIRE(eventually([&] { return storage.stats().subscriber_reconnects > reconnects; }));
+  CHECK(waiter.wait_for(0s) == std::future_status::timeout);  // it looked again; still held
+
+  REQUIRE(other
+              .store_and_release(key, held.reservation, cs::StoredOutput::from_bytes("holder's"),
+                                 cs::SystemClock().now())
+              .status == cs::StoreStatus::stored);
+  REQUIRE(waiter.wait_for(10s) == std::future_status::ready);
+  auto claim = waiter.get();
+  REQUIRE(claim.is_hit());
+  CHECK(claim.output().bytes == "holder's");
+  CHECK(manager.stats().waiters_active == 0);
 }
 
 TEST_CASE(
