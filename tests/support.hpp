@@ -8,7 +8,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <fstream>
+#include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -217,6 +221,46 @@ class Threads {
 
  private:
   std::vector<std::thread> threads_;
+};
+
+/// An executor that queues work until the test runs it, on the test's thread. Copies share the
+/// queue.
+struct ManualExecutor {
+  std::shared_ptr<std::deque<std::function<void()>>> queue =
+      std::make_shared<std::deque<std::function<void()>>>();
+  std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
+  void operator()(std::function<void()> f) const {
+    std::lock_guard<std::mutex> lock(*mu);
+    queue->push_back(std::move(f));
+  }
+  std::size_t run_all() const {
+    std::size_t n = 0;
+    for (;;) {
+      std::function<void()> f;
+      {
+        std::lock_guard<std::mutex> lock(*mu);
+        if (queue->empty()) return n;
+        f = std::move(queue->front());
+        queue->pop_front();
+      }
+      f();
+      ++n;
+    }
+  }
+  std::size_t size() const {
+    std::lock_guard<std::mutex> lock(*mu);
+    return queue->size();
+  }
+  // Runs work until `f` is ready: work may be posted later, from the waiter thread.
+  template <class T>
+  bool run_until(std::future<T>& f) const {
+    return eventually(
+        [&] {
+          run_all();
+          return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+        },
+        kBound, std::chrono::milliseconds(0));
+  }
 };
 
 }  // namespace test

@@ -148,54 +148,44 @@ TEST_CASE("async waiters cost no thread each and all reuse the holder's output")
 }
 
 TEST_CASE("an async waiter takes over a holder that died, at its expiry") {
-  cs::ManualClock clock;
-  cs::InMemoryStorage storage;
-  test::Recorder recorder;
-  cs::ManagerOptions options;
-  options.listener = recorder.listener();
-  Manager manager(storage, clock, options);
+  test::World w;
   const cs::Key key = key_of("k");
-  const cs::Reservation dead = plant_holder(storage, key, clock.now(), 30s);
+  const cs::Reservation dead = plant_holder(w.storage, key, w.clock.now(), 30s);
 
-  std::future<Claim> waiter = manager.claim_async(key);
-  REQUIRE(clock.wait_for_sleepers(1));
+  std::future<Claim> waiter = w.manager.claim_async(key);
+  REQUIRE(w.clock.wait_for_sleepers(1));
   CHECK_FALSE(ready(waiter));
-  REQUIRE(recorder.count(cs::EventKind::waiting) == 1);
-  CHECK(recorder.of(cs::EventKind::waiting)[0].holder == dead.owner);
+  REQUIRE(w.recorder.count(cs::EventKind::waiting) == 1);
+  CHECK(w.recorder.of(cs::EventKind::waiting)[0].holder == dead.owner);
 
-  clock.advance(29s);
-  REQUIRE(clock.wait_for_sleepers(1));
+  w.clock.advance(29s);
+  REQUIRE(w.clock.wait_for_sleepers(1));
   CHECK_FALSE(ready(waiter));  // not a moment before the expiry
-  clock.advance(1s);
+  w.clock.advance(1s);
   Claim c = waiter.get();
   REQUIRE_FALSE(c.is_hit());
   CHECK(c.waited());
   CHECK(c.hold().took_over());
-  CHECK(recorder.count(cs::EventKind::took_over) == 1);
-  CHECK(manager.stats().takeovers == 1);
+  CHECK(w.recorder.count(cs::EventKind::took_over) == 1);
+  CHECK(w.manager.stats().takeovers == 1);
 }
 
 TEST_CASE("async waiters left behind by a takeover wait on the new holder, named") {
-  cs::ManualClock clock;
-  cs::InMemoryStorage storage;
-  test::Recorder recorder;
-  cs::ManagerOptions options;
-  options.listener = recorder.listener();
-  Manager manager(storage, clock, options);
+  test::World w;
   const cs::Key key = key_of("k");
-  plant_holder(storage, key, clock.now(), 30s);
+  plant_holder(w.storage, key, w.clock.now(), 30s);
 
-  std::future<Claim> first = manager.claim_async(key);  // looks for both
-  std::future<Claim> second = manager.claim_async(key);
-  REQUIRE(clock.wait_for_sleepers(1));
-  REQUIRE(recorder.count(cs::EventKind::waiting) == 2);
-  clock.advance(30s);
+  std::future<Claim> first = w.manager.claim_async(key);  // looks for both
+  std::future<Claim> second = w.manager.claim_async(key);
+  REQUIRE(w.clock.wait_for_sleepers(1));
+  REQUIRE(w.recorder.count(cs::EventKind::waiting) == 2);
+  w.clock.advance(30s);
   Claim c = first.get();
   REQUIRE_FALSE(c.is_hit());
-  REQUIRE(recorder.wait_for(cs::EventKind::waiting, 3));
+  REQUIRE(w.recorder.wait_for(cs::EventKind::waiting, 3));
   const std::string lead = c.hold().reservation().owner;
-  CHECK(recorder.of(cs::EventKind::waiting).back().holder == lead);
-  CHECK(storage.reservation(key)->owner == lead);
+  CHECK(w.recorder.of(cs::EventKind::waiting).back().holder == lead);
+  CHECK(w.storage.reservation(key)->owner == lead);
   c.hold().store(output_of(2));
   CHECK(second.get().value<int>() == 2);
 }
@@ -399,44 +389,7 @@ TEST_CASE("claim_async refuses invalid options before anything starts") {
 
 namespace {
 
-// An executor that queues work until the test runs it, on the test's thread.
-struct ManualExecutor {
-  std::shared_ptr<std::deque<std::function<void()>>> queue =
-      std::make_shared<std::deque<std::function<void()>>>();
-  std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
-  void operator()(std::function<void()> f) const {
-    std::lock_guard<std::mutex> lock(*mu);
-    queue->push_back(std::move(f));
-  }
-  std::size_t run_all() const {
-    std::size_t n = 0;
-    for (;;) {
-      std::function<void()> f;
-      {
-        std::lock_guard<std::mutex> lock(*mu);
-        if (queue->empty()) return n;
-        f = std::move(queue->front());
-        queue->pop_front();
-      }
-      f();
-      ++n;
-    }
-  }
-  std::size_t size() const {
-    std::lock_guard<std::mutex> lock(*mu);
-    return queue->size();
-  }
-  // Runs work until `f` is ready: work may be posted later, from the waiter thread.
-  template <class T>
-  bool run_until(std::future<T>& f) const {
-    return test::eventually(
-        [&] {
-          run_all();
-          return f.wait_for(0s) == std::future_status::ready;
-        },
-        test::kBound, std::chrono::milliseconds(0));
-  }
-};
+using test::ManualExecutor;
 
 }  // namespace
 

@@ -130,27 +130,7 @@ TEST_CASE("co_await claim_co throws what claim throws") {
 
 namespace {
 
-struct QueueExecutor {
-  std::shared_ptr<std::deque<std::function<void()>>> queue =
-      std::make_shared<std::deque<std::function<void()>>>();
-  std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
-  void operator()(std::function<void()> f) const {
-    std::lock_guard<std::mutex> lock(*mu);
-    queue->push_back(std::move(f));
-  }
-  void run_all() const {
-    for (;;) {
-      std::function<void()> f;
-      {
-        std::lock_guard<std::mutex> lock(*mu);
-        if (queue->empty()) return;
-        f = std::move(queue->front());
-        queue->pop_front();
-      }
-      f();
-    }
-  }
-};
+using QueueExecutor = test::ManualExecutor;
 
 template <class Fn>
 Reported<int> call_co(Fn fn, QueueExecutor executor, int n) {
