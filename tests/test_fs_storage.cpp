@@ -1,6 +1,7 @@
 // FileSystemStorage within one process: the storage contract, damaged and foreign files, bad
 // roots, locks, tokens and prune. The multi-process behaviour is in test_fs_processes.cpp.
 
+#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
@@ -11,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -164,6 +166,42 @@ TEST_CASE("a root moved away or replaced under a running storage is followed wit
   CHECK(got->bytes == "new");
   running.put(key_of(2), bytes("two"));  // writes went by path all along
   CHECK(cs::FileSystemStorage(root).get(key_of(2))->bytes == "two");
+}
+
+TEST_CASE("a program that closes the storage's descriptor still reads its outputs, by path") {
+  TempDir dir;
+  std::optional<cs::FileSystemStorage> storage(std::in_place, dir.path());
+  storage->put(key_of(1), bytes("one"));
+  REQUIRE(storage->get(key_of(1))->bytes == "one");  // read through the directory it holds
+  // The descriptor of its outputs directory, found as a program closing all of them would.
+  const std::string outputs = std::filesystem::canonical(storage->root() + "/outputs").string();
+  int held = -1;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() == outputs) {
+      held = std::stoi(entry.path().filename().string());
+    }
+  }
+  REQUIRE(held >= 0);
+  REQUIRE(::close(held) == 0);
+
+  auto read_one = [&] {
+    const std::optional<cs::StoredOutput> got = storage->get(key_of(1));
+    return got ? got->bytes : "(a miss)";
+  };
+  SECTION("the number left closed") { CHECK(read_one() == "one"); }
+  SECTION("the number reused by another file of the program") {
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    REQUIRE(null >= 0);
+    if (null != held) {
+      REQUIRE(::dup2(null, held) == held);
+      ::close(null);
+    }
+    CHECK(read_one() == "one");
+    storage.reset();
+    CHECK(::fcntl(held, F_GETFD) != -1);  // the storage left the program's file open
+    ::close(held);
+  }
 }
 
 TEST_CASE("serialize_cached over the file system runs each key once for many threads") {

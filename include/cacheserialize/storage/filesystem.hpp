@@ -541,7 +541,8 @@ class FileSystemStorage {
     }
 
     ~State() {
-      if (outputs_fd >= 0) ::close(outputs_fd);
+      // A lost descriptor's number may belong to another file of the program by now.
+      if (outputs_fd >= 0 && !outputs_lost.load(std::memory_order_relaxed)) ::close(outputs_fd);
     }
     State(const State&) = delete;
     State& operator=(const State&) = delete;
@@ -562,13 +563,30 @@ class FileSystemStorage {
       if (now - last >= 1'000'000'000 &&
           outputs_checked_at.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
         struct stat st {};
-        if (::stat(outputs.c_str(), &st) != 0 || st.st_dev != outputs_dev ||
-            st.st_ino != outputs_ino) {
+        if (drop_outputs_fd_if_lost() || ::stat(outputs.c_str(), &st) != 0 ||
+            st.st_dev != outputs_dev || st.st_ino != outputs_ino) {
           outputs_moved.store(true, std::memory_order_relaxed);
           return -1;
         }
       }
       return outputs_fd;
+    }
+
+    /// Checks that the descriptor still names the outputs directory: a program may close every
+    /// descriptor (and reuse the number) under the storage. If it does not, reads go by path
+    /// and the storage never closes that number. Leaves errno as it was.
+    /// @return whether the descriptor was lost.
+    bool drop_outputs_fd_if_lost() const noexcept {
+      const int saved = errno;
+      struct stat st {};
+      const bool lost = ::fstat(outputs_fd, &st) != 0 || st.st_dev != outputs_dev ||
+                        st.st_ino != outputs_ino || !S_ISDIR(st.st_mode);
+      if (lost) {
+        outputs_lost.store(true, std::memory_order_relaxed);
+        outputs_moved.store(true, std::memory_order_relaxed);
+      }
+      errno = saved;
+      return lost;
     }
 
     FileSystemOptions options;
@@ -578,7 +596,8 @@ class FileSystemStorage {
     dev_t outputs_dev{};
     ino_t outputs_ino{};
     mutable std::atomic<std::int64_t> outputs_checked_at{0};  // steady_clock, nanoseconds
-    mutable std::atomic<bool> outputs_moved{false};
+    mutable std::atomic<bool> outputs_moved{false};           // read by path from now on
+    mutable std::atomic<bool> outputs_lost{false};            // and outputs_fd is no longer ours
   };
 
   /// Where an output file is: `name` relative to the directory `dir_fd` (the outputs directory
@@ -766,6 +785,11 @@ class FileSystemStorage {
   Found read_output(const OutputAt& at, const Key& key, std::string& payload,
                     std::string& problem) const {
     detail::Fd fd = detail::open_file_at(at.dir_fd, at.name, O_RDONLY | O_NOFOLLOW);
+    if (!fd && at.dir_fd != AT_FDCWD && (errno == EBADF || errno == ENOTDIR) &&
+        at.state->drop_outputs_fd_if_lost()) {
+      const std::string path = at.path();
+      return read_output(OutputAt{AT_FDCWD, path.c_str(), at.state}, key, payload, problem);
+    }
     if (!fd) {
       if (errno == ENOENT || errno == ENOTDIR) return Found::missing;
       if (errno == ELOOP) {
