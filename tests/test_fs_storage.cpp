@@ -491,6 +491,27 @@ TEST_CASE("a damaged reservation record reads as free, is reported, and tokens s
   CHECK(storage.get(key_of(1))->bytes == "B");
 }
 
+TEST_CASE(
+    "an empty reservation record, left by a process killed between creating and writing it, is "
+    "free and not reported") {
+  TempDir dir;
+  test::Recorder recorder;
+  cs::FileSystemStorage storage = storage_at(dir, &recorder);
+  const cs::TimePoint t0 = cs::ManualClock::default_start();
+  const auto a = storage.acquire(key_of(1), request("a", t0)).reservation;
+  test::write_file(storage.record_path(key_of(1)), "");
+
+  const cs::AcquireResult b = storage.acquire(key_of(1), request("b", t0 + 1s));
+  CHECK(b.status == cs::AcquireStatus::acquired);
+  CHECK(b.reservation.token > a.token);
+  CHECK_FALSE(b.previous);
+  CHECK(recorder.count(cs::EventKind::corrupt_output) == 0);
+  CHECK(storage.extend(key_of(1), a, t0 + 2s, 30s).status == cs::ExtendStatus::lost);
+  CHECK(storage.store_and_release(key_of(1), b.reservation, bytes("B"), t0 + 2s).status ==
+        cs::StoreStatus::stored);
+  CHECK(recorder.count(cs::EventKind::corrupt_output) == 0);
+}
+
 TEST_CASE("tokens grow across releases, and after prune has deleted the key's record") {
   TempDir dir;
   cs::FileSystemStorage storage(dir.path());

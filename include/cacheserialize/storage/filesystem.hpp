@@ -923,8 +923,9 @@ class FileSystemStorage {
     detail::ReservationRecord record;
   };
 
-  /// Opens and reads the key's reservation record; a missing one is free with token 0, and so is
-  /// a damaged one (then described in `problem`), whose next token comes from the clock floor.
+  /// Opens and reads the key's reservation record; a missing or empty one is free with token 0,
+  /// and so is a damaged one (then described in `problem`); the next token comes from the clock
+  /// floor.
   /// A record this process may not write (another user's, without group write permission) is
   /// opened read-only and replaced by a rename (see write_record).
   static RecordFile open_record(const Paths& p, const std::string& key, Access access,
@@ -966,6 +967,10 @@ class FileSystemStorage {
             "FileSystemStorage: cannot read '" + p.record + "': " + detail::errno_text(errno), key);
       }
       file.size = static_cast<std::size_t>(n);
+      // Empty: created by an O_EXCL open whose process died before its first write (the key's
+      // lock kept everyone out meanwhile), a crash's leftover like a temporary file. Free, as
+      // the missing record it replaced, and not worth a corrupt_output event.
+      if (file.size == 0) return file;
       why =
           detail::parse_reservation_record(std::string_view(buffer.data(), file.size), file.record);
     }
