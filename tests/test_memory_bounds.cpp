@@ -2,6 +2,7 @@
 // expire_after_write on the store's clock, S3-FIFO eviction that never takes what is in use,
 // evictions counted and announced, bad limits refused, prune(older_than).
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -22,7 +23,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-cs::Key key_of(int i) { return cs::Key("bounds", "1", "key " + std::to_string(i)); }
+// Keys of one length (a key's bytes are part of its charge), so that outputs of one weight
+// are charged alike.
+cs::Key key_of(int i) {
+  std::string digits = std::to_string(i);
+  return cs::Key("bounds", "1",
+                 "key " + std::string(6 - std::min<std::size_t>(6, digits.size()), '0') + digits);
+}
 
 template <class T>
 cs::StoredOutput object(T value) {
@@ -40,10 +47,9 @@ cs::InMemoryOptions on_clock(const cs::ManualClock& clock) {
   return o;
 }
 
-// The charge of an output: its weight, the entry's bookkeeping and its key's heap.
+// The charge of an output: its weight, the entry's bookkeeping and its key's bytes.
 std::size_t charge_of(std::size_t weight, const cs::Key& key) {
-  const std::size_t key_heap = key.encoded().size() > 15 ? key.encoded().size() + 17 : 0;
-  return weight + cs::InMemoryStorage::entry_overhead() + key_heap;
+  return weight + cs::InMemoryStorage::entry_overhead() + key.encoded().size();
 }
 
 // A type that says its weight with a member.

@@ -228,3 +228,30 @@ TEST_CASE("InMemoryStorage finds every key among thousands as entries come and g
   for (int i = 0; i < kKeys; ++i) wrong += value_of(i) != (i % 3 == 0 ? i : -i) ? 1 : 0;
   CHECK(wrong == 0);
 }
+
+TEST_CASE("InMemoryStorage tells apart keys of every length that differ in one byte") {
+  // Every path of the key hash: short keys, one word, two overlapping words, 16-byte rounds.
+  cs::InMemoryStorage storage(4);
+  std::vector<std::string> keys;
+  for (std::size_t length = 0; length <= 80; ++length) {
+    const std::string base(length, 'k');
+    keys.push_back(base);
+    for (std::size_t at = 0; at < length; ++at) {
+      std::string other = base;
+      other[at] = static_cast<char>(0x80 | at);  // a byte with its high bit set, too
+      keys.push_back(other);
+    }
+  }
+  // Each look-up builds its key afresh: bytes past a key's end, read by mistake, would differ.
+  auto key_of = [&](std::size_t i) { return cs::Key("t", "1", std::string(keys[i])); };
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    storage.put(key_of(i), cs::StoredOutput::from_object(std::make_shared<const std::size_t>(i)));
+  }
+  CHECK(storage.size() == keys.size());
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const auto out = storage.get(key_of(i));
+    if (!out || *static_cast<const std::size_t*>(out->object.get()) != i) ++wrong;
+  }
+  CHECK(wrong == 0);
+}
