@@ -217,7 +217,9 @@ TEST_CASE("a reservation record round-trips, held or free") {
   }
 }
 
-TEST_CASE("every truncation, flipped bit and extra byte of a reservation record is rejected") {
+TEST_CASE(
+    "every truncation and flipped bit of a reservation record is rejected, and bytes after it "
+    "are a longer record's tail") {
   d::ReservationRecord rec;
   rec.held = true;
   rec.reservation = cs::Reservation{"owner", 7, cs::from_unix_nanos(99)};
@@ -233,7 +235,16 @@ TEST_CASE("every truncation, flipped bit and extra byte of a reservation record 
       REQUIRE_FALSE(d::parse_reservation_record(damaged, out).empty());
     }
   }
-  CHECK_FALSE(d::parse_reservation_record(bytes + "x", out).empty());
+  // A shorter record written over a longer one, not yet truncated: the record is the shorter.
+  d::ReservationRecord longer = rec;
+  longer.reservation.owner = std::string(300, 'o');
+  longer.reservation.token = 6;
+  const std::string old_bytes = d::encode_reservation_record(longer);
+  REQUIRE(d::parse_reservation_record(bytes + old_bytes.substr(bytes.size()), out).empty());
+  CHECK(out.held);
+  CHECK(out.reservation.owner == "owner");
+  CHECK(out.reservation.token == 7);
+  CHECK(d::parse_reservation_record(bytes + "x", out).empty());
 
   SECTION("a token at or above 2^63, which no clock would give, is damage (and cannot wrap)") {
     rec.reservation.token = d::fs_max_token;

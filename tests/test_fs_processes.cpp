@@ -312,8 +312,13 @@ TEST_CASE(
   for (const auto& [name, path] : files_under(root + "/reservations")) {
     INFO(path);
     if (name.size() != 68 || name.compare(64, 4, ".res") != 0) continue;  // locks, temporaries
+    const std::string bytes = test::read_file(path);
+    if (bytes.empty()) {  // its creator was killed before its first write: free
+      ++temporaries;
+      continue;
+    }
     cs::detail::ReservationRecord rec;
-    CHECK(cs::detail::parse_reservation_record(test::read_file(path), rec).empty());
+    CHECK(cs::detail::parse_reservation_record(bytes, rec).empty());
     ++records;
   }
 

@@ -512,6 +512,33 @@ TEST_CASE(
   CHECK(recorder.count(cs::EventKind::corrupt_output) == 0);
 }
 
+TEST_CASE(
+    "a record rewritten shorter by a process killed before its truncation reads as the new "
+    "record, and is not reported") {
+  TempDir dir;
+  test::Recorder recorder;
+  cs::FileSystemStorage storage = storage_at(dir, &recorder);
+  const cs::TimePoint t0 = cs::ManualClock::default_start();
+  const std::string path = storage.record_path(key_of(1));
+  const auto a = storage.acquire(key_of(1), request(std::string(200, 'a'), t0)).reservation;
+  const std::string held = test::read_file(path);
+  REQUIRE(storage.store_and_release(key_of(1), a, bytes("A"), t0).status ==
+          cs::StoreStatus::stored);
+  const std::string free = test::read_file(path);
+  REQUIRE(free.size() < held.size());
+  // The store's pwrite landed; its ftruncate did not.
+  test::write_file(path, free + held.substr(free.size()));
+
+  CHECK(storage.get(key_of(1))->bytes == "A");
+  const cs::AcquireResult b =
+      storage.acquire(key_of(1), cs::AcquireRequest{"b", t0 + 1s, 30s, /*overwrite=*/true});
+  CHECK(b.status == cs::AcquireStatus::acquired);
+  CHECK(b.reservation.token > a.token);
+  CHECK_FALSE(b.previous);
+  CHECK(recorder.count(cs::EventKind::corrupt_output) == 0);
+  CHECK(test::read_file(path).size() < held.size());  // the tail went with the write
+}
+
 TEST_CASE("tokens grow across releases, and after prune has deleted the key's record") {
   TempDir dir;
   cs::FileSystemStorage storage(dir.path());

@@ -188,9 +188,12 @@ inline std::string encode_reservation_record(const ReservationRecord& record) {
   return out;
 }
 
-/// Parses a reservation record.
+/// Parses a reservation record. Bytes past the record's own size are ignored: a record is
+/// rewritten in place (pwrite, then ftruncate when it shrank), and a writer killed between the
+/// two leaves the new record followed by the old one's tail. The checksum vouches for the
+/// record; the tail goes at the next write.
 /// @param[out] record the record, when valid.
-/// @return an empty string if the bytes are a valid record, or why not.
+/// @return an empty string if the bytes begin with a valid record, or why not.
 inline std::string parse_reservation_record(std::string_view bytes, ReservationRecord& record) {
   if (bytes.size() < fs_record_fixed_size) {
     return "truncated: " + std::to_string(bytes.size()) + " bytes, shorter than a record";
@@ -203,9 +206,10 @@ inline std::string parse_reservation_record(std::string_view bytes, ReservationR
     return "unsupported reservation format version " + std::to_string(version);
   }
   const std::uint64_t owner_size = fs_get_uint(bytes, 29, 8);
-  if (owner_size > fs_max_owner_size || bytes.size() != fs_record_fixed_size + owner_size) {
+  if (owner_size > fs_max_owner_size || bytes.size() < fs_record_fixed_size + owner_size) {
     return "corrupt record: its owner length does not match its size";
   }
+  bytes = bytes.substr(0, fs_record_fixed_size + static_cast<std::size_t>(owner_size));
   const std::size_t body = bytes.size() - 4;
   if (static_cast<std::uint32_t>(fs_get_uint(bytes, body, 4)) != crc32c(bytes.substr(0, body))) {
     return "checksum mismatch: the record is damaged";
