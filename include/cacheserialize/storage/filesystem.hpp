@@ -40,9 +40,11 @@
 /// - **Records change in place, under the lock.** A reservation record is rewritten with
 ///   pwrite (and ftruncate if it shrank), or, if this process may not write the file, renamed
 ///   over from `<digest>.res.tmp`. Records are read only under the lock, so no reader sees a
-///   write in progress. A writer killed in the middle leaves a damaged record (its CRC fails),
-///   which reads as free: right, because whoever writes a record holds that reservation or is
-///   taking it, and it died with its writer.
+///   write in progress. A writer killed between its calls leaves an empty record (created, not
+///   yet written), which reads as free, or the new record before the old one's tail (written,
+///   not yet truncated), which reads as the new record; neither is reported. Any other damage
+///   (its CRC fails) also reads as free: right, because whoever writes a record holds that
+///   reservation or is taking it, and it died with its writer.
 /// - **Fencing.** store_and_release writes the output's temporary file first, then, under the
 ///   lock, checks that the reservation is still the caller's (owner and token), renames the
 ///   output into place and marks the record free: a holder that lost its reservation never
@@ -984,8 +986,9 @@ class FileSystemStorage {
   /// Replaces the key's record, under the key's lock: in place when the file is open for
   /// writing (pwrite, then ftruncate if the record shrank), else by writing a temporary file and
   /// renaming it over the record. Readers hold the lock, so they never see a write in progress;
-  /// a writer killed in the middle leaves a damaged record, which reads as free: right, because
-  /// whoever writes a record is its holder (or becomes it), and that reservation died with it.
+  /// what a writer killed in the middle leaves reads as free or as the new record (see the
+  /// class comment): right, because whoever writes a record is its holder (or becomes it), and
+  /// that reservation died with it.
   static void write_record(RecordFile& file, const Paths& p, const Key& key,
                            const detail::ReservationRecord& rec) {
     const std::string bytes = detail::encode_reservation_record(rec);
