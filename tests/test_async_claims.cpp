@@ -147,6 +147,38 @@ TEST_CASE("async waiters cost no thread each and all reuse the holder's output")
   CHECK(manager.stats().hits == n);
 }
 
+TEST_CASE("a claim that joins a key's waiters as the last of them completes is still checked") {
+  // The second claim's `waiting` event comes after it found the key's waiters and before it
+  // is on their list: there, the holder stores and the first claim completes, which leaves
+  // the key with no waiter.
+  cs::ManualClock clock;
+  cs::InMemoryStorage storage;
+  Manager holder_side(storage, clock);
+  const cs::Key key = key_of("k");
+  auto hold = std::move(holder_side.claim(key).hold());
+  std::promise<Claim> first;
+  std::future<Claim> first_done = first.get_future();
+  bool first_completed_meanwhile = false;
+  int waiting_events = 0;
+  cs::ManagerOptions mo;
+  mo.listener = [&](const cs::Event& e) {
+    if (e.kind != cs::EventKind::waiting || ++waiting_events != 2) return;
+    hold.store(output_of(5));
+    first_completed_meanwhile = first_done.wait_for(test::kBound) == std::future_status::ready;
+  };
+  Manager manager(storage, clock, mo);
+  manager.claim_async(
+      key, {}, [&](std::exception_ptr, std::optional<Claim> c) { first.set_value(std::move(*c)); });
+  std::future<Claim> second = manager.claim_async(key);
+  REQUIRE(first_completed_meanwhile);
+  CHECK(first_done.get().value<int>() == 5);
+  REQUIRE(second.wait_for(test::kBound) == std::future_status::ready);
+  Claim c = second.get();
+  REQUIRE(c.is_hit());
+  CHECK(c.value<int>() == 5);
+  CHECK(manager.stats().waiters_active == 0);
+}
+
 TEST_CASE("an async waiter takes over a holder that died, at its expiry") {
   test::World w;
   const cs::Key key = key_of("k");

@@ -1,13 +1,16 @@
 // Finished, moved-from and mismatched objects: every public accessor answers or throws a
-// std::logic_error (or std::invalid_argument for bad input), never crashes; a finished hold
-// keeps nothing of its manager alive.
+// std::logic_error (or std::invalid_argument for bad input), never crashes; a finished hold,
+// and a waiting claim once it completed, keep nothing of their manager alive.
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "support.hpp"
 
@@ -26,6 +29,11 @@ cs::StoredOutput object(int v) {
 class CountedStorage : public cs::InMemoryStorage {
  public:
   explicit CountedStorage(std::shared_ptr<std::atomic<int>> live) : live_(std::move(live)) {
+    ++*live_;
+  }
+  /// A counted handle on `shared`'s store.
+  CountedStorage(const cs::InMemoryStorage& shared, std::shared_ptr<std::atomic<int>> live)
+      : InMemoryStorage(shared), live_(std::move(live)) {
     ++*live_;
   }
   CountedStorage(const CountedStorage& other) : InMemoryStorage(other), live_(other.live_) {
@@ -109,6 +117,83 @@ TEST_CASE("finished holds pin neither the manager's heartbeat thread nor its sto
   CHECK(*live == 0);
   CHECK(stored->hold().key() == key_of(1));  // what they held can still be read
   CHECK(released->hold().reservation().token > 0);
+}
+
+TEST_CASE(
+    "a claim that waited completes only once the waiter thread has let go of the manager, so "
+    "that the caller's own last handle destroys it") {
+  // The waiting manager's store is counted: only its state keeps a copy. Another manager, over
+  // the same store, holds the key the claims wait on.
+  using Waiting = cs::ReservationManager<cs::ManualClock, CountedStorage>;
+  using Claim = Waiting::claim_type;
+  cs::ManualClock clock;
+  cs::InMemoryStorage shared;
+  test::Manager holder_side(shared, clock);
+  auto hold = std::move(holder_side.claim(key_of(1)).hold());
+  auto live = std::make_shared<std::atomic<int>>(0);
+  auto manager = std::make_unique<Waiting>(CountedStorage(shared, live), clock);
+  const std::size_t before = test::thread_count();
+
+  SECTION(
+      "claims dropped by every handle while they wait: their manager is gone when the last ends") {
+    std::mutex mu;
+    std::vector<int> seen;  // *live as each completion ran, in order
+    std::promise<void> both;
+    for (int i = 0; i < 2; ++i) {
+      manager->claim_async(key_of(1), {}, [&](std::exception_ptr, std::optional<Claim> c) {
+        std::lock_guard<std::mutex> lock(mu);
+        seen.push_back(c && c->is_hit() ? live->load() : -1);
+        if (seen.size() == 2) both.set_value();
+      });
+    }
+    manager.reset();  // the waiting claims keep its state
+    CHECK(*live == 1);
+    hold.store(object(9));
+    REQUIRE(both.get_future().wait_for(test::kBound) == std::future_status::ready);
+    // Both are hits. One check may complete both, or the first alone: its look may begin
+    // before the second claim is on the key's list. The manager lives while one waits.
+    CHECK(seen.front() >= 0);
+    CHECK(seen.back() == 0);
+  }
+
+  SECTION("a future: the caller that drops the manager after get() joins its waiter thread") {
+    std::future<Claim> waited = manager->claim_async(key_of(1));
+    REQUIRE(test::eventually([&] { return manager->stats().waiters_active == 1; }));
+    CHECK(test::thread_count() == before + 1);  // the waiter thread
+    hold.store(object(9));
+    CHECK(waited.get().is_hit());
+    manager.reset();
+    CHECK(*live == 0);  // destroyed here
+    CHECK(test::thread_count() == before);
+  }
+
+  SECTION("SerializedFunction::async dropped while it waits: its manager is gone when it ends") {
+    auto square = [](int n) { return n * n; };
+    test::ManualExecutor executor;
+    auto holder_fn = cs::serialize_cached(square, cs::TaskOptions{"square", "1"}, holder_side);
+    std::future<int> first = holder_fn.async(executor, 3);  // takes the key, posts the work
+    REQUIRE(executor.size() == 1);
+    std::promise<std::pair<int, int>> completed;  // (*live, the value) as the completion ran
+    {
+      auto waiting_fn = cs::serialize_cached(square, cs::TaskOptions{"square", "1"}, *manager);
+      waiting_fn.async_then(
+          cs::CallOptions{}, executor,
+          [&](std::exception_ptr, std::optional<int> v) {
+            completed.set_value({live->load(), v.value_or(-1)});
+          },
+          3);
+      CHECK(manager->stats().waiters_active == 1);
+    }
+    manager.reset();
+    CHECK(*live == 1);
+    CHECK(executor.run_all() == 1);
+    CHECK(first.get() == 9);
+    std::future<std::pair<int, int>> seen = completed.get_future();
+    REQUIRE(seen.wait_for(test::kBound) == std::future_status::ready);
+    const auto [live_then, value] = seen.get();
+    CHECK(live_then == 0);
+    CHECK(value == 9);
+  }
 }
 
 TEST_CASE("a store of the wrong kind of output is refused, and the reservation stays held") {

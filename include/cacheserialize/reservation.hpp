@@ -554,8 +554,11 @@ class ReservationManager {
   ///   it throws is swallowed on the waiter thread.
   ///
   /// A waiting claim keeps the manager's state (storage, clock, heartbeat) alive until it
-  /// completes; it is counted in `Stats::waits` and the gauge `Stats::waiters_active`, and
-  /// fires the events `claim` does (`waiting`, `woke`, `hit`, `acquired`, `took_over`).
+  /// completes, and no longer: the waiter thread lets go of it before the callback runs, so that
+  /// a caller that drops the last handle after its claims completed destroys the manager, and
+  /// joins its threads, on its own thread. A waiting claim is counted in `Stats::waits` and the
+  /// gauge `Stats::waiters_active`, and fires the events `claim` does (`waiting`, `woke`, `hit`,
+  /// `acquired`, `took_over`).
   ///
   /// @param callback invocable as `void(std::exception_ptr, std::optional<claim_type>)`
   ///        (`claim_callback`); move-only callables are accepted.
@@ -1032,7 +1035,9 @@ class ReservationManager {
     TimePoint run(TimePoint now) noexcept override {
       return ReservationManager(core).check_async(*this, now);
     }
-    void deliver() noexcept override { ReservationManager(core).deliver_async(*this); }
+    void deliver(std::shared_ptr<detail::WaiterTask>& self) noexcept override {
+      deliver_async(*this, self);
+    }
 
     const std::shared_ptr<Core> core;
     const Key key;
@@ -1041,6 +1046,8 @@ class ReservationManager {
     Subscription subscription;          // set once by the thread that made it; ended when destroyed
     std::atomic<bool> notified{false};  // the subscription is in place: notifications come
     std::vector<std::unique_ptr<AsyncWaiter>> waiters;  // guarded by core->async_mu
+    // Out of core->async_keys and retired: its waiters all finished (guarded by async_mu).
+    bool closed = false;
     // What the last check completed, for deliver (the waiter thread's only).
     std::vector<AsyncOutcome> outcomes;
     std::vector<std::unique_ptr<AsyncWaiter>> finished;
@@ -1089,6 +1096,11 @@ class ReservationManager {
     }
     {
       std::lock_guard<std::mutex> lock(core.async_mu);
+      if (waited->closed) {  // its last waiters finished since this claim found it: reopen it
+        waited->closed = false;
+        waited->revive();
+        core.async_keys.emplace(waited->id, waited);  // unless a later claim made another
+      }
       waited->waiters.push_back(std::move(waiter));
     }
     waited->notify();  // a change between this claim's look and its subscription is not missed
@@ -1155,24 +1167,35 @@ class ReservationManager {
           gone = std::move(found->second);
           core.async_keys.erase(found);
         }
+        // Under async_mu, so that a claim that found the key before this cannot add itself
+        // to a retired key: it sees `closed` and reopens it.
+        waited.closed = true;
+        waited.retire();
       }
     }
     return empty ? TimePoint::max() : next;
   }
 
-  // Runs the completions of the key's last check, on the waiter thread.
-  void deliver_async(AsyncKey& waited) const noexcept {
-    Core& core = *core_;
-    for (AsyncOutcome& d : waited.outcomes) {
-      d.waiter->cancel_registration = {};
-      core.counters.waiters_active.fetch_sub(1, std::memory_order_relaxed);
+  // Runs the completions of the key's last check, on the waiter thread, after letting go of
+  // the key (`self`, the service's reference to it) and so of the manager's state: a caller that
+  // sees its completion and drops its last handle then destroys the manager on its own thread.
+  static void deliver_async(AsyncKey& waited, std::shared_ptr<detail::WaiterTask>& self) noexcept {
+    std::vector<AsyncOutcome> outcomes = std::move(waited.outcomes);
+    std::vector<std::unique_ptr<AsyncWaiter>> finished = std::move(waited.finished);
+    waited.outcomes.clear();
+    waited.finished.clear();
+    detail::Counters& counters = waited.core->counters;
+    for (AsyncOutcome& d : outcomes) {
+      d.waiter->cancel_registration = {};  // before the key it notifies can go
+      counters.waiters_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+    self.reset();  // may destroy the key, and with it the manager's state
+    for (AsyncOutcome& d : outcomes) {
       try {
         d.waiter->done(std::move(d.error), std::move(d.claim));
       } catch (...) {  // documented: swallowed on the waiter thread
       }
     }
-    waited.outcomes.clear();
-    waited.finished.clear();
   }
 
   // The storage operation of a check, and what it concludes for each live waiter.

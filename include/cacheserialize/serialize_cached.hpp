@@ -149,7 +149,9 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
   /// The completion form of `async`: `done(std::exception_ptr error, std::optional<R> value)`
   /// is called once, with exactly one of them set, on the thread that completes the call (the
   /// calling thread on a hit; the executor's after running the function; the manager's waiter
-  /// thread for an error found while waiting).
+  /// thread for an error found while waiting). The call keeps the function's state (and its
+  /// manager) alive until then, and lets go of it just before `done` runs, so that a caller
+  /// that drops the last handle after the call completed destroys them on its own thread.
   template <class Executor, class Done>
   void async_then(const CallOptions& call_options, Executor executor, Done done,
                   Args... args) const {
@@ -216,14 +218,18 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
           args(std::forward<A>(a)...),
           key(std::apply([&](const auto&... v) { return s->schema.make(v...); }, args)) {}
 
-    const std::shared_ptr<const State> s;
+    std::shared_ptr<const State> s;  // let go of by `finish`
     ClaimOptions options;
     const std::function<void(std::function<void()>)> executor;
     AsyncDone done;
     std::tuple<std::decay_t<Args>...> args;
     const Key key;
 
+    // Completes the call, having let go of the task's state (and so of its manager) first: a
+    // caller that sees the completion and drops its last handle then destroys the manager on
+    // its own thread, not on the waiter thread this may run on.
     void finish(std::exception_ptr error, std::optional<R> value) noexcept {
+      s.reset();
       try {
         done(std::move(error), std::move(value));
       } catch (...) {  // the completion's own failure has nowhere to go
@@ -251,7 +257,9 @@ class SerializedFunction<Fn, Clock, Storage, R(Args...)> {
     }
 
     static void claim(std::shared_ptr<AsyncCall> call) {
-      const manager_type& manager = call->s->manager;
+      // The claim may complete, and `finish` let go of the state, before claim_async returns.
+      const std::shared_ptr<const State> state = call->s;
+      const manager_type& manager = state->manager;
       const Key& key = call->key;
       const ClaimOptions& options = call->options;
       manager.claim_async(

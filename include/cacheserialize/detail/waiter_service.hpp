@@ -25,7 +25,12 @@ namespace detail {
 ///
 /// `notify()` (the storage's and the cancellation source's callback) only queues the task and
 /// wakes the service: it takes the service's queue mutex and the wake signal's, nothing else,
-/// so it may be called under the notifier's locks.
+/// so it may be called under the notifier's locks. It never drops the last reference to the
+/// task, so it never ends the subscription that calls it.
+///
+/// States: active (notifications queue it) and retired (nothing left to wait for:
+/// notifications are ignored and the queue holds no reference to it); `retire` and `revive`
+/// switch between them.
 ///
 /// Lifetime: the service keeps a queued or timed task alive (shared_ptr); a task must be made
 /// with `std::make_shared` and attached to a service before it is notified.
@@ -39,9 +44,22 @@ class WaiterTask : public Notifiable, public std::enable_shared_from_this<Waiter
 
   /// Runs the completions the last `run` found, right after it: the tasks due after this one
   /// wait for them, so a slow completion delays them by its own run, no more.
-  virtual void deliver() noexcept = 0;
+  ///
+  /// An implementation moves the completions out of the task, resets `self`, and only then
+  /// runs them, touching the task no more (resetting `self` may have destroyed it). So when a
+  /// caller sees its completion, the service keeps nothing alive for it, and the caller's drop
+  /// of its last handle destroys the manager, and joins the service's thread, on its own thread.
+  /// @param self the service's reference to this task; null on return.
+  virtual void deliver(std::shared_ptr<WaiterTask>& self) noexcept = 0;
 
   void notify() noexcept override;
+
+  /// Ends the task's notifications, and drops the references to it that are queued: it has
+  /// nothing left to wait for. Called with no lock of the service's held.
+  void retire() noexcept;
+
+  /// Undoes `retire`: something to wait for came back. The caller then notifies the task.
+  void revive() noexcept;
 
   virtual ~WaiterTask() = default;
 
@@ -55,6 +73,7 @@ class WaiterTask : public Notifiable, public std::enable_shared_from_this<Waiter
 
   std::shared_ptr<Queue> queue_;  // set once, before the task can be notified
   std::atomic<bool> queued_{false};
+  bool retired_ = false;  // guarded by the queue's mutex
   // The service thread's own bookkeeping.
   bool timed_ = false;
   std::uint64_t round_ = 0;
@@ -72,21 +91,45 @@ struct WaiterTask::Queue {
 
 inline void WaiterTask::notify() noexcept {
   if (queued_.exchange(true)) return;  // queued already: one run sees every change before it
-  std::shared_ptr<WaiterTask> self = weak_from_this().lock();
-  if (!self) return;  // being destroyed: nobody waits on it any more
   Queue& q = *queue_;
   {
     std::lock_guard<std::mutex> lock(q.mu);
+    if (retired_) return;
+    // Locked under the queue's mutex, so that a reference taken here goes to the queue, never
+    // out of scope here (where it could be the last, and end the calling subscription).
+    std::shared_ptr<WaiterTask> self = weak_from_this().lock();
+    if (!self) return;  // being destroyed: nobody waits on it any more
     q.ready.push_back(std::move(self));
   }
   q.wake.notify();
 }
 
+inline void WaiterTask::retire() noexcept {
+  Queue& q = *queue_;
+  std::lock_guard<std::mutex> lock(q.mu);
+  retired_ = true;
+  // Not the last references: whoever retires the task holds one.
+  q.ready.erase(
+      std::remove_if(q.ready.begin(), q.ready.end(),
+                     [this](const std::shared_ptr<WaiterTask>& t) { return t.get() == this; }),
+      q.ready.end());
+}
+
+inline void WaiterTask::revive() noexcept {
+  Queue& q = *queue_;
+  std::lock_guard<std::mutex> lock(q.mu);
+  retired_ = false;
+  queued_.store(false);  // a notification ignored while retired must not block the next one
+}
+
 /// @tparam Clock the manager's clock policy (a handle: the service keeps a copy).
 ///
-/// Lifetime: the destructor stops the thread, wakes it and joins it. Destroyed on its own thread
-/// (a task's run dropped the last handle of the manager), it lets the thread go instead; the
-/// thread then only touches the shared queue, which it co-owns, and exits. Non-copyable.
+/// Lifetime: the destructor stops the thread, wakes it and joins it. A task's delivery lets go
+/// of the task before its completions run, so a caller that saw its completion and drops the
+/// last handle of the manager destroys the service on its own thread, and joins. Destroyed on
+/// the service's own thread (every handle was dropped while claims waited, or a completion
+/// dropped the last one), it lets the thread go instead; the thread then runs what is left of
+/// that delivery, touches only the shared queue, which it co-owns, and exits. Non-copyable.
 ///
 /// Thread safety: `attach` and `start` may be called from any thread.
 template <class Clock>
@@ -145,10 +188,18 @@ class WaiterService {
         continue;
       }
       ++round;
-      for (auto it = work.begin(); it != work.end(); ++it) {
-        WaiterTask& task = **it;
-        if (task.round_ == round) continue;  // notified and due at once: one run
-        task.round_ = round;
+      // A task notified and due at once is in `work` twice: one run, and one reference, so
+      // that its delivery can let go of it.
+      for (std::shared_ptr<WaiterTask>& t : work) {
+        if (t->round_ == round) {
+          t.reset();
+        } else {
+          t->round_ = round;
+        }
+      }
+      for (std::shared_ptr<WaiterTask>& t : work) {
+        if (!t) continue;
+        WaiterTask& task = *t;
         if (task.timed_) {
           timers.erase(task.timer_);
           task.timed_ = false;
@@ -156,12 +207,12 @@ class WaiterService {
         task.queued_.store(false);  // a notification during the run queues it again
         const TimePoint next = task.run(clock.now());
         if (next != TimePoint::max()) {
-          task.timer_ = timers.emplace(next, *it);
+          task.timer_ = timers.emplace(next, t);
           task.timed_ = true;
         }
-        task.deliver();
+        task.deliver(t);  // lets go of `t` first: `task` may be gone after this
       }
-      work.clear();  // may drop a task's last reference, and with it the manager's
+      work.clear();  // only empty slots: every delivery let go of its own
     }
   }
 
