@@ -112,6 +112,44 @@ void kv(benchmark::State& state, bool hit) {
   });
 }
 
+/// Housekeeping of a backlog: `stale` outputs stored an hour ago, and among them (by key hash)
+/// `kept` live reservations, written directly before each call. The library's `prune(1min)`
+/// deletes in batches of `kPruneBatch`; the floor is one DELETE of the same rows (one
+/// statement, one scan, every row locked at once).
+void prune_backlog(benchmark::State& state, bool library) {
+  World* w = world.get(state);
+  if (!w) return;
+  bench::guarded(state, [&] {
+    const std::string entries = "\"bench\".entries";
+    const std::string stale = std::to_string(bench::scaled(50000, 2000));
+    const std::string kept = std::to_string(bench::scaled(5000, 200));
+    for (auto _ : state) {
+      state.PauseTiming();
+      w->raw.exec("DELETE FROM " + entries + " WHERE key LIKE 'prune %'");
+      w->raw.exec("INSERT INTO " + entries +
+                  " (key_hash, key, output, stored_at) SELECT sha256(k), k, 'x'::bytea,"
+                  " now() - interval '1 hour' FROM (SELECT ('prune o' || i)::bytea AS k"
+                  " FROM generate_series(1, " +
+                  stale + ") i) s");
+      w->raw.exec("INSERT INTO " + entries +
+                  " (key_hash, key, owner, token, expires_ns) SELECT sha256(k), k,"
+                  " 'holder'::bytea, i, (extract(epoch FROM now() + interval '1 hour') * 1e9)"
+                  "::bigint FROM (SELECT i, ('prune l' || i)::bytea AS k FROM generate_series(1, " +
+                  kept + ") i) s");
+      w->raw.exec("VACUUM ANALYZE " + entries);  // no dead rows left from the last call
+      state.ResumeTiming();
+      if (library) {
+        const cs::PruneResult r = w->storage.prune(std::chrono::minutes(1));
+        if (r.outputs_removed != std::stoul(stale)) throw std::runtime_error("prune missed rows");
+      } else {
+        w->raw.exec("DELETE FROM " + entries +
+                    " WHERE owner IS NULL AND stored_at < now() - interval '1 minute'");
+      }
+    }
+    state.counters["rows_per_call"] = std::stod(stale);
+  });
+}
+
 }  // namespace
 
 void bench::register_benchmarks() {
@@ -123,6 +161,13 @@ void bench::register_benchmarks() {
   bench::add("pg_miss/unique_keys/kv_insert_update", kQuickCalls, kv, false);
   bench::add("pg_extend/1_key/select_1", kQuickCalls, select_1, 1, "round_trips_per_extension");
   bench::add_library_cases<cs::PostgresStorage>("pg", world, kQuickCalls);
+  // Each call writes its backlog first (untimed): a few calls, not as many as fit in a second.
+  for (const bool library : {false, true}) {
+    benchmark::RegisterBenchmark(
+        library ? "pg_prune/backlog/cacheserialize" : "pg_prune/backlog/one_delete", prune_backlog,
+        library)
+        ->Iterations(bench::scaled(5, 1));
+  }
   // Issue 14: a hit at >= 0.85x the calls/s of a primary-key SELECT, a miss at >= 0.8x the two
   // statements', i.e. at most 1/0.85 and 1/0.8 of their time.
   bench::compare(
@@ -137,6 +182,7 @@ void bench::register_benchmarks() {
                   {"round_trips_per_miss"}});
   bench::compare(
       {"pg_extend/1_key", "select_1", "", "", 0, 0, false, {"round_trips_per_extension"}});
+  bench::compare({"pg_prune/backlog", "one_delete", "", "", 0, 0, false, {}});
 
   // Heartbeats (issue 12: 5): many holds kept alive against the server, with and without batches.
   bench::add_keep_alive_cases<cs::PostgresStorage>("pg", world, [](World& w) {

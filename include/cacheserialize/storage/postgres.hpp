@@ -420,11 +420,12 @@ class PostgresStorage {
           format_duration(older_than));
     }
     PruneResult out;
+    std::string after;  // the last key_hash examined: each batch goes on from there
     for (;;) {
       const detail::pg::Result r =
           run(state_->ops, nullptr, "prune", [&](detail::pg::Connection& c, int) {
             detail::pg::Params p;
-            p.int8(older_than.count()).int8(static_cast<std::int64_t>(kPruneBatch));
+            p.int8(older_than.count()).int8(static_cast<std::int64_t>(kPruneBatch)).bytes(after);
             return c.prepared(detail::pg::stmt_prune, p);
           });
       if (r.rows() != 1) {
@@ -433,9 +434,11 @@ class PostgresStorage {
       }
       const auto deleted = static_cast<std::size_t>(r.int8(0, 0));
       const auto outputs = static_cast<std::size_t>(r.int8(0, 1));
+      const auto examined = static_cast<std::size_t>(r.int8(0, 2));
       out.outputs_removed += outputs;
       out.reservations_removed += deleted - outputs;
-      if (deleted < kPruneBatch) return out;
+      if (examined < kPruneBatch) return out;
+      after = r.bytes(0, 3);
     }
   }
 

@@ -306,23 +306,32 @@ inline std::string prepare_sql(const Names& n) {
                        "false, owner, token, expires_ns, output IS NOT DISTINCT FROM $4, NULL") +
          ";";
 
-  // prune: $1 older_than_ns, $2 batch size. One batch: deletes at most $2 rows that have no
+  // prune: $1 older_than_ns, $2 batch size, $3 the last key_hash the previous batch examined
+  // ('' at first). One batch: deletes at most $2 rows after $3, in key_hash order, that have no
   // live reservation (none, or one that expired at least $1 ago) and no output stored less than
-  // $1 ago, by the server's clock. Rows are locked with SKIP LOCKED, so a batch never waits for
-  // a key in use and holds its locks only for this one statement; the lock re-checks the
-  // conditions on the row's latest version, so a row taken or written meanwhile is left alone.
-  // Tokens come from the sequence, not the row: deleting a row never lets a token go back.
-  // -> rows deleted, of them with an output.
+  // $1 ago, by the server's clock. Each batch walks the primary key on from where the last one
+  // stopped, so one pass reads each row once, however many it keeps; rescanning from the start
+  // would read every kept row, and every row deleted but not yet vacuumed, again in each batch.
+  // The DELETE looks its victims up by the primary key (= ANY of an array): joined to the CTE,
+  // the planner hashes the whole table instead, in every batch.
+  // Rows are locked with SKIP LOCKED, so a batch never waits for a key in use and holds its
+  // locks only for this one statement; the lock re-checks the conditions on the row's latest
+  // version, so a row taken or written meanwhile is left alone. Tokens come from the sequence,
+  // not the row: deleting a row never lets a token go back.
+  // -> rows deleted, of them with an output, rows examined, the last key_hash examined.
   const std::string idle =
       "(e.owner IS NULL OR e.expires_ns <= c.now_ns - $1) AND (e.output IS NULL OR"
       " (extract(epoch FROM e.stored_at) * 1000000000)::bigint <= c.now_ns - $1)";
-  sql += "PREPARE " + std::string(stmt_prune) + " (bigint, bigint) AS" +
+  sql += "PREPARE " + std::string(stmt_prune) + " (bigint, bigint, bytea) AS" +
          " WITH clock AS MATERIALIZED (SELECT " + now + " AS now_ns)," +
          " victims AS (SELECT e.key_hash FROM " + n.entries + " e, clock c WHERE " + idle +
-         " LIMIT $2 FOR UPDATE OF e SKIP LOCKED)," + " gone AS (DELETE FROM " + n.entries +
-         " e USING victims v, clock c WHERE e.key_hash = v.key_hash AND " + idle +
+         " AND e.key_hash > $3 ORDER BY e.key_hash LIMIT $2 FOR UPDATE OF e SKIP LOCKED)," +
+         " gone AS (DELETE FROM " + n.entries + " e USING clock c" +
+         " WHERE e.key_hash = ANY (ARRAY(SELECT key_hash FROM victims)) AND " + idle +
          " RETURNING e.output IS NOT NULL AS had_output)"
-         " SELECT count(*), count(*) FILTER (WHERE had_output) FROM gone;";
+         " SELECT count(*), count(*) FILTER (WHERE had_output),"
+         " (SELECT count(*) FROM victims),"
+         " (SELECT key_hash FROM victims ORDER BY key_hash DESC LIMIT 1) FROM gone;";
 
   // put: $1 key_hash, $2 key, $3 output; leaves any reservation alone.
   sql += "PREPARE " + std::string(stmt_put) +
