@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "../reply_dropping_proxy.hpp"
 #include "pg_support.hpp"
 
 namespace cs = cacheserialize;
@@ -201,6 +202,53 @@ TEST_CASE("a connection that breaks under a statement is replaced and the statem
     CHECK(failure.empty());
     CHECK(result.status == cs::AcquireStatus::acquired);
     CHECK(storage.stats().retries == 1);
+  }
+}
+
+TEST_CASE(
+    "a store whose reply is lost with its connection is retried and answered stored, once only") {
+  test::ReplyDroppingProxy proxy(pg::server().port);
+  cs::PostgresOptions o = pg::options();
+  pg::ServerInfo through = pg::server();
+  through.port = proxy.port();
+  o.conninfo = through.conninfo();
+  cs::PostgresStorage storage(o);
+  const cs::Key key("lost-reply", "1", "k");
+  const cs::AcquireResult a = storage.acquire(key, {"a", {}, 30s, false});  // pooled now
+  REQUIRE(a.status == cs::AcquireStatus::acquired);
+  const std::uint64_t opened = storage.stats().connections;
+
+  proxy.drop_next_reply();
+  const cs::StoreResult r =
+      storage.store_and_release(key, a.reservation, cs::StoredOutput::from_bytes("A"), {});
+  CHECK(proxy.dropped() == 1);  // the server committed the store; its reply never arrived
+  CHECK(storage.stats().retries == 1);
+  CHECK(storage.stats().connections == opened + 1);
+  CHECK(r.status == cs::StoreStatus::stored);  // the retry found its own store done
+  REQUIRE(storage.get(key));
+  CHECK(storage.get(key)->bytes == "A");
+  CHECK_FALSE(storage.reservation(key));
+
+  SECTION("not a retry: the reservation already stored, so a second store is rejected") {
+    CHECK(storage.store_and_release(key, a.reservation, cs::StoredOutput::from_bytes("A"), {})
+              .status == cs::StoreStatus::rejected);
+    CHECK(storage.stats().retries == 1);
+  }
+  SECTION("a retry whose first attempt was rejected is rejected: another output is stored") {
+    const cs::Key other("lost-reply", "1", "other");
+    const cs::AcquireResult b = storage.acquire(other, {"b", {}, 30s, false});
+    REQUIRE(b.status == cs::AcquireStatus::acquired);
+    REQUIRE(storage.store_and_release(other, b.reservation, cs::StoredOutput::from_bytes("B"), {})
+                .status == cs::StoreStatus::stored);
+    proxy.drop_next_reply();
+    const cs::Reservation stale{"a", b.reservation.token, b.reservation.expires_at};
+    const cs::StoreResult s =
+        storage.store_and_release(other, stale, cs::StoredOutput::from_bytes("A"), {});
+    CHECK(proxy.dropped() == 2);
+    CHECK(storage.stats().retries == 2);
+    CHECK(s.status == cs::StoreStatus::rejected);  // a retry alone does not make it stored
+    CHECK(s.current.owner.empty());
+    CHECK(storage.get(other)->bytes == "B");
   }
 }
 

@@ -88,6 +88,27 @@ TEST_CASE("through PostgresStorage a hit is one round trip, a miss two and an ex
     CHECK(storage.get(key));
     CHECK(storage.round_trips() - before == 4);
   }
+
+  SECTION(
+      "an acquire that overwrites is one round trip; a rejected store two, to name the holder") {
+    const cs::Key key("t", "1", "k");
+    const auto a = storage.acquire(key, {"a", {}, 30s, false});
+    REQUIRE(storage.store_and_release(key, a.reservation, cs::StoredOutput::from_bytes("x"), {})
+                .status == cs::StoreStatus::stored);
+    std::uint64_t before = storage.round_trips();
+    const auto b = storage.acquire(key, {"b", {}, 30s, true});
+    CHECK(b.status == cs::AcquireStatus::acquired);
+    CHECK(b.reservation.token > a.reservation.token);
+    CHECK(storage.round_trips() - before == 1);
+    before = storage.round_trips();
+    const cs::StoreResult r =
+        storage.store_and_release(key, a.reservation, cs::StoredOutput::from_bytes("y"), {});
+    CHECK(r.status == cs::StoreStatus::rejected);
+    CHECK(r.current.owner == "b");
+    CHECK(r.current.token == b.reservation.token);
+    CHECK(storage.round_trips() - before == 2);
+    CHECK(storage.get(key)->bytes == "x");
+  }
 }
 
 TEST_CASE("PostgresStorage: extend_many of 100 reservations is one statement and keeps them all") {

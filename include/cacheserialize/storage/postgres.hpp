@@ -281,8 +281,8 @@ class PostgresStorage {
         run(state_->ops, key, "acquire", [&](detail::pg::Connection& c, int) {
           detail::pg::Params p;
           p.bytes(h).bytes(key.encoded()).bytes(req.owner).int8(ttl_ns(req.ttl));
-          p.boolean(req.overwrite);
-          return c.prepared(detail::pg::stmt_acquire, p);
+          return c.prepared(
+              req.overwrite ? detail::pg::stmt_acquire_overwrite : detail::pg::stmt_acquire, p);
         });
     expect_rows(r, 1, key, "acquire");
     AcquireResult out;
@@ -363,7 +363,8 @@ class PostgresStorage {
   }
 
   /// Stores `output` and releases `mine` in one statement, if `mine` is still the key's
-  /// reservation (fencing), and wakes the key's waiters. One round trip.
+  /// reservation (fencing), and wakes the key's waiters. One round trip; a rejected store makes
+  /// a second, to report the key's holder.
   StoreResult store_and_release(const Key& key, const Reservation& mine, StoredOutput output,
                                 TimePoint /*now*/) {
     const std::string h = detail::pg::key_hash(key);
@@ -376,17 +377,27 @@ class PostgresStorage {
           return c.prepared(detail::pg::stmt_store, p);
         });
     StoreResult out;
-    // Stored; or, on a retry after the connection broke, found stored already by the first
-    // attempt: released, and the output there is this one.
-    const bool stored =
-        r.rows() == 1 &&
-        (r.boolean(0, 0) || (retried && r.null(0, 1) && !r.null(0, 4) && r.boolean(0, 4)));
-    if (stored) {
+    if (r.rows() == 1) {
       state_->listener.raise(detail::pg::hex(h));
       out.status = StoreStatus::stored;
       return out;
     }
-    if (r.rows() == 1 && !r.null(0, 1)) out.current = reservation(r, 1);
+    // Rejected: by another holder, or, on a retry after the connection broke, because the
+    // first attempt did store (released, and the output there is this one: stored after all).
+    // Only a retry needs the comparison, so only a retry sends the output again.
+    const detail::pg::Result q =
+        run(state_->ops, key, "store", [&](detail::pg::Connection& c, int) {
+          detail::pg::Params p;
+          p.bytes(h).bytes(retried ? std::string_view(output.bytes) : std::string_view());
+          return c.prepared(detail::pg::stmt_store_rejected, p);
+        });
+    if (q.rows() != 1) return out;
+    if (retried && q.null(0, 0) && !q.null(0, 3) && q.boolean(0, 3)) {
+      state_->listener.raise(detail::pg::hex(h));
+      out.status = StoreStatus::stored;
+      return out;
+    }
+    if (!q.null(0, 0)) out.current = reservation(q, 0);
     return out;
   }
 
