@@ -316,8 +316,9 @@ inline std::string prepare_sql(const Names& n) {
   sql += "PREPARE " + std::string(stmt_store) + " (bytea, bytea, bigint, bytea) AS UPDATE " +
          n.entries + " SET output = $4, stored_at = statement_timestamp(), " + clear +
          " WHERE key_hash = $1 AND owner = $2 AND token = $3 RETURNING " + notify + ";";
-  // store_rejected: $1 key_hash, $2 the output the rejected store carried. -> the key's holder
-  // (owner NULL: nobody), and whether the output stored is that one (see the store's retry).
+  // store_rejected: $1 key_hash, $2 the output a retried store carried (else empty, and the
+  // last column unused). -> the key's holder (owner NULL: nobody), and whether the output stored
+  // is that one (see the store's retry).
   sql += "PREPARE " + std::string(stmt_store_rejected) + " (bytea, bytea) AS" +
          " SELECT owner, token, expires_ns, output IS NOT DISTINCT FROM $2 FROM " + n.entries +
          " WHERE key_hash = $1;";
